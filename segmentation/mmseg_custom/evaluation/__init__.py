@@ -1,1 +1,2 @@
 
+from .prediction_writer import PredictionWriter  # noqa: F401

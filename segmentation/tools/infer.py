@@ -1,0 +1,47 @@
+"""Write predictions for a dataset split to PNG files (e.g. a MUSES benchmark submission):
+``python segmentation/tools/infer.py CONFIG CHECKPOINT --out-dir DIR [options]``.
+
+Distributed: ``bash segmentation/dist_infer.sh CONFIG CHECKPOINT GPUS --out-dir DIR``.
+Each prediction is named after its RGB input (``--strip-suffix`` removed) and holds
+class indices (train ids); ``--overlay`` also writes colour overlays.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
+from mmseg_custom.apis import (build_runner, common_args, load_config, set_local_rank,
+                               skip_init_weights)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Write MM SAM-Adapter predictions to files")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--out-dir", required=True, help="folder for the prediction PNGs")
+    parser.add_argument("--strip-suffix", default=None,
+                        help="suffix removed from input stems (default: the dataset's RGB "
+                             "suffix without extension, e.g. _frame_camera for MUSES)")
+    parser.add_argument("--overlay", action="store_true", help="also write colour overlays")
+    common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    set_local_rank(args)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.load_from, cfg.resume = args.checkpoint, False
+    skip_init_weights(cfg)
+    strip = args.strip_suffix
+    if strip is None:
+        strip = cfg.test_dataloader.dataset.get("img_suffix", ".png").rsplit(".", 1)[0]
+    cfg.test_evaluator = dict(type="PredictionWriter", output_dir=args.out_dir,
+                              strip_suffix=strip, overlay=args.overlay)
+    runner = build_runner(cfg, args.launcher)
+    return runner.test()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,42 @@
+"""Evaluate a checkpoint: ``python segmentation/tools/test.py CONFIG CHECKPOINT [options]``.
+
+Distributed: ``bash segmentation/dist_test.sh CONFIG CHECKPOINT GPUS [options]``.
+The metric table (mIoU, per-class IoU, per-condition/case for DeLiVER) is logged and
+the metrics are written as JSON into the work dir.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
+from mmseg_custom.apis import (build_runner, common_args, load_config, set_local_rank,
+                               skip_init_weights)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Evaluate an MM SAM-Adapter checkpoint")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--show-dir", help="write prediction overlays into this directory")
+    common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    set_local_rank(args)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.load_from, cfg.resume = args.checkpoint, False
+    skip_init_weights(cfg)
+    if args.show_dir:
+        cfg.default_hooks.setdefault("visualization", dict(type="SegVisualizationHook"))
+        cfg.default_hooks.visualization.update(draw=True, interval=1)
+        cfg.visualizer.setdefault("save_dir", args.show_dir)
+        cfg.visualizer.save_dir = args.show_dir
+    runner = build_runner(cfg, args.launcher)
+    return runner.test()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
