@@ -7,6 +7,6 @@ from .compat import install as _install_compat
 
 _install_compat()
 
-from . import datasets, evaluation, models  # noqa: E402,F401  (registration)
+from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registration)
 
 __version__ = "0.1.0"

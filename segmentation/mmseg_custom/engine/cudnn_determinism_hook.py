@@ -1,0 +1,31 @@
+"""cuDNN determinism as the original's ``--deterministic`` flag set it."""
+from __future__ import annotations
+
+import torch
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class CudnnDeterminismHook(Hook):
+    """Set ``cudnn.deterministic`` and clear ``cudnn.benchmark`` before the run.
+
+    The original ``dist_train.sh`` always passed ``--deterministic``, which did only
+    this. mmengine's ``randomness.deterministic=True`` additionally calls
+    ``torch.use_deterministic_algorithms(True)``, which raises on CUDA ops the model
+    needs (bilinear upsampling and ``grid_sample`` backward), so the configs use this
+    hook instead.
+
+    Args:
+        deterministic: value for ``torch.backends.cudnn.deterministic``
+            (``benchmark`` is set to its negation).
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, deterministic: bool = True) -> None:
+        self.deterministic = deterministic
+
+    def before_run(self, runner) -> None:
+        torch.backends.cudnn.deterministic = self.deterministic
+        torch.backends.cudnn.benchmark = not self.deterministic
