@@ -8,6 +8,11 @@ switching the safety off, the classes mmengine writes are allow-listed with
 ``torch.serialization.add_safe_globals`` and local files are read through a loader
 that keeps ``weights_only=True`` and turns a refused pickle into an error that
 names the file, the class and how to proceed.
+
+``HistoryBuffer`` also pickles its four default statistics methods as
+``getattr(HistoryBuffer, name)``; allowing ``getattr`` would open the unpickler to
+arbitrary attribute access, so those defaults (restored by ``__setstate__`` anyway)
+are left out of the pickled state instead.
 """
 from __future__ import annotations
 
@@ -38,6 +43,19 @@ def _numpy_globals() -> list[Any]:
 def allow_checkpoint_classes(classes: Iterable[Any]) -> None:
     """Allow further classes in ``weights_only`` loading (only for files you trust)."""
     torch.serialization.add_safe_globals(list(classes))
+
+
+_DEFAULT_STATISTICS = ("min", "max", "current", "mean")
+
+
+def _history_buffer_state(self: HistoryBuffer) -> dict:
+    """``HistoryBuffer.__getstate__`` without the default statistics methods."""
+    state = {k: v for k, v in self.__dict__.items() if k != "statistics_methods"}
+    custom = {name: method for name, method in self._statistics_methods.items()
+              if name not in _DEFAULT_STATISTICS}
+    if custom:
+        state["statistics_methods"] = custom
+    return state
 
 
 def register_safe_globals() -> None:
@@ -75,4 +93,5 @@ def _load_from_local(filename: str, map_location: Any = None) -> Any:
 def install_safe_checkpoint_loading() -> None:
     """Route mmengine's local-file checkpoint loading through :func:`safe_torch_load`."""
     register_safe_globals()
+    HistoryBuffer.__getstate__ = _history_buffer_state
     CheckpointLoader.register_scheme(prefixes="", force=True)(_load_from_local)

@@ -53,15 +53,16 @@ def init_distributed(launcher: str) -> None:
 def configure_runtime(cfg: Config, launcher: str) -> Config:
     """Pick the DDP wrapper, the backend and SyncBN for the machine at hand."""
     cuda = torch.cuda.is_available()
-    cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})
     if not cuda:
-        cfg.env_cfg.dist_cfg["backend"] = "gloo"
+        env_cfg = dict(cfg.get("env_cfg") or {})
+        env_cfg["dist_cfg"] = dict(env_cfg.get("dist_cfg") or {}, backend="gloo")
+        cfg.env_cfg = env_cfg
     wrapper = cfg.get("model_wrapper_cfg") or {}
     if wrapper.get("type", "MMDistributedDataParallel") == "MMDistributedDataParallel":
         wrapper = dict(wrapper, type="DeviceAwareDistributedDataParallel")
         cfg.model_wrapper_cfg = wrapper
     if launcher != "none" and cuda:
-        cfg.setdefault("sync_bn", "torch")
+        cfg.sync_bn = cfg.get("sync_bn") or "torch"
     else:
         cfg.pop("sync_bn", None)
     return cfg
