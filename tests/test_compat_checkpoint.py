@@ -63,3 +63,23 @@ def test_unknown_class_is_refused_with_clear_message(tmp_path):
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         CheckpointLoader.load_checkpoint(str(tmp_path / "nope.pth"))
+
+
+def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    import mmengine.runner.runner as mm_runner
+
+    path = tmp_path / "epoch_1.pth"
+    mm_runner.save_checkpoint(dict(state_dict=dict(w=torch.zeros(3))), str(path))
+    assert mm_runner.save_checkpoint.__name__ == "atomic_save_checkpoint"
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mm_runner.save_checkpoint(dict(state_dict=dict(w=torch.ones(3))), str(path))
+    monkeypatch.undo()
+    ckpt = CheckpointLoader.load_checkpoint(str(path), map_location="cpu")
+    assert torch.equal(ckpt["state_dict"]["w"], torch.zeros(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pth"]

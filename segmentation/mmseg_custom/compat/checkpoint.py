@@ -13,6 +13,10 @@ names the file, the class and how to proceed.
 ``getattr(HistoryBuffer, name)``; allowing ``getattr`` would open the unpickler to
 arbitrary attribute access, so those defaults (restored by ``__setstate__`` anyway)
 are left out of the pickled state instead.
+
+Checkpoints are written atomically: mmengine writes the final file in place, so an
+interrupted save leaves a truncated ``epoch_N.pth``; here local files are written to a
+temporary name in the same folder and renamed into place.
 """
 from __future__ import annotations
 
@@ -21,10 +25,14 @@ import pickle
 import re
 from typing import Any, Iterable
 
+import mmengine.runner.checkpoint as mm_checkpoint
+import mmengine.runner.runner as mm_runner
 import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+
+_mmengine_save_checkpoint = mm_checkpoint.save_checkpoint
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -90,8 +98,31 @@ def _load_from_local(filename: str, map_location: Any = None) -> Any:
     return safe_torch_load(filename, map_location=map_location)
 
 
+def atomic_save_checkpoint(checkpoint: dict, filename: str, file_client_args: Any = None,
+                           backend_args: Any = None) -> None:
+    """mmengine's ``save_checkpoint``; local files appear only once completely written."""
+    if "://" in str(filename) or file_client_args is not None or backend_args is not None:
+        _mmengine_save_checkpoint(checkpoint, filename, file_client_args, backend_args)
+        return
+    filename = str(filename)
+    folder = os.path.dirname(os.path.abspath(filename))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(filename)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def install_safe_checkpoint_loading() -> None:
-    """Route mmengine's local-file checkpoint loading through :func:`safe_torch_load`."""
+    """Route mmengine's checkpoint loading through :func:`safe_torch_load` and its
+    saving through :func:`atomic_save_checkpoint`."""
     register_safe_globals()
     HistoryBuffer.__getstate__ = _history_buffer_state
     CheckpointLoader.register_scheme(prefixes="", force=True)(_load_from_local)
+    mm_runner.save_checkpoint = atomic_save_checkpoint
