@@ -1,2 +1,5 @@
+"""Evaluation metrics (registered in mmseg METRICS)."""
+from .iou_metric import MultiModalIoUMetric
+from .prediction_writer import PredictionWriter
 
-from .prediction_writer import PredictionWriter  # noqa: F401
+__all__ = ["MultiModalIoUMetric", "PredictionWriter"]
