@@ -40,16 +40,17 @@ class PolyLRExpWarmup(LRSchedulerMixin, _ParamScheduler):
         begin / end: iteration range the scheduler is active in (begin must be 0).
     """
 
-    def __init__(self, optimizer: Optimizer | OptimWrapper, epoch_length: int, max_epochs: int,
-                 power: float = 0.9, eta_min: float = 0.0, warmup_epochs: int = 10,
-                 warmup_ratio: float = 0.1, begin: int = 0, end: int = INF,
-                 last_step: int = -1, by_epoch: bool = False, verbose: bool = False) -> None:
+    def __init__(self, optimizer: Optimizer | OptimWrapper, epoch_length: int | None = None,
+                 max_epochs: int | None = None, power: float = 0.9, eta_min: float = 0.0,
+                 warmup_epochs: int = 10, warmup_ratio: float = 0.1, begin: int = 0,
+                 end: int = INF, last_step: int = -1, by_epoch: bool = False,
+                 verbose: bool = False) -> None:
         if by_epoch:
             raise ValueError("PolyLRExpWarmup updates every iteration: configure it with "
                              "by_epoch=True and convert_to_iter_based=True")
         if begin != 0:
             raise ValueError(f"PolyLRExpWarmup: begin must be 0 (global iterations), got {begin}")
-        if epoch_length <= 0 or max_epochs <= 0:
+        if epoch_length is None or max_epochs is None or epoch_length <= 0 or max_epochs <= 0:
             raise ValueError(f"PolyLRExpWarmup: epoch_length ({epoch_length}) and max_epochs "
                              f"({max_epochs}) must be positive")
         self.epoch_length = int(epoch_length)
