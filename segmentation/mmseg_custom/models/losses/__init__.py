@@ -1,1 +1,2 @@
 
+from .ohem_cross_entropy import OhemCrossEntropy  # noqa: F401

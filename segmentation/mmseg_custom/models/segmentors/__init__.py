@@ -1,1 +1,2 @@
 
+from .multimodal_encoder_decoder import MultiModalEncoderDecoder  # noqa: F401
