@@ -30,6 +30,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--size', type=int, nargs='+', default=None, metavar='N',
                         help='image size: H [W] (default per format: deliver 128 128, '
                         'fmb 120 160, muses 108 192; real sizes: 1042, 600 800, 1080 1920)')
+    parser.add_argument('--lists-dir', default=None,
+                        help='fmb only: take ids and easy/hard membership from the split lists '
+                        '<split>_{easy,hard}_files.txt in this folder')
     return parser.parse_args(argv)
 
 
@@ -42,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         size = (args.size[0], args.size[-1])
     nums = (args.num, args.num if args.num_val is None else args.num_val,
             args.num if args.num_test is None else args.num_test)
-    make_synthetic(args.format, args.out, nums, args.seed, size)
+    make_synthetic(args.format, args.out, nums, args.seed, size, lists_dir=args.lists_dir)
     print_log(f'wrote synthetic {args.format} dataset to {args.out} '
               f'(train/val/test = {nums[0]}/{nums[1]}/{nums[2]})', logger='current')
 
