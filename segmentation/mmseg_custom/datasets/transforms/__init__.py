@@ -5,11 +5,14 @@ from .crop import MultiModalRandomCrop
 from .flip import MultiModalRandomFlip
 from .formatting import PackMultiModalInputs
 from .loading import LoadMultiModalImages
+from .normalize import NormalizeMultiModal
 from .pad import MultiModalPad
+from .photometric import MultiModalPhotoMetricDistortion
 from .resize import MultiModalResize
 
 __all__ = [
     "LoadMultiModalImages", "LoadMultiModalAnnotations", "RandomGaussianBlurRGB",
-    "MultiModalResize", "MultiModalRandomCrop", "MultiModalRandomFlip", "MultiModalPad",
+    "MultiModalResize", "MultiModalRandomCrop", "MultiModalRandomFlip", "MultiModalPhotoMetricDistortion",
+    "NormalizeMultiModal", "MultiModalPad",
     "PackMultiModalInputs",
 ]
