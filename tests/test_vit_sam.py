@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from mmseg_custom.models.backbones import sam_vit
 from mmseg_custom.models.backbones.sam_vit import SAMImageEncoder
-from mmseg_custom.weights.sam import (detect_sam_variant, load_sam_vit_checkpoint,
+from mmseg_custom.weights.sam import (detect_sam_variant, load_sam_into_vit,
                                       load_sam_vit_weights, read_local_checkpoint)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "segmentation" / "tools"))
@@ -122,7 +122,7 @@ def test_sam_parity_through_converter(sam_image_encoder, tmp_path, name, cfg, im
     with torch.device("meta"):
         mine = SAMImageEncoder(img_size=img_size, pretrained_size=img_size, **cfg)
     mine.to_empty(device="cpu").eval()
-    assert load_sam_vit_checkpoint(mine, str(dst)) == variant
+    assert load_sam_into_vit(mine, str(dst)) == variant
     with torch.no_grad():
         out = mine(x)
     assert out.shape == ref.shape == (1, cfg["embed_dim"], img_size // 16, img_size // 16)

@@ -24,7 +24,7 @@ from ..compat.checkpoint import safe_torch_load
 
 __all__ = ["SAMVariant", "VIT_KEY_PREFIXES", "is_vit_key", "read_local_checkpoint",
            "convert_sam_state_dict", "detect_sam_variant", "convert_sam_checkpoint",
-           "load_sam_vit_weights", "load_sam_vit_checkpoint"]
+           "load_sam_vit_weights", "load_sam_into_vit"]
 
 #: first components of the ViT keys (everything else of an adapter model is not SAM's).
 VIT_KEY_PREFIXES: Tuple[str, ...] = ("pos_embed", "patch_embed.", "blocks.")
@@ -198,6 +198,6 @@ def load_sam_vit_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     return variant
 
 
-def load_sam_vit_checkpoint(model: nn.Module, filename: str) -> SAMVariant:
+def load_sam_into_vit(model: nn.Module, filename: str) -> SAMVariant:
     """Load a local SAM file (converted, or official) into ``model``; see :func:`load_sam_vit_weights`."""
     return load_sam_vit_weights(model, read_local_checkpoint(filename), source=str(filename))
