@@ -28,6 +28,7 @@ def tree(tmp_path_factory) -> Path:
 
 
 def build(root, **kw) -> DeliverDataset:
+    kw.setdefault('serialize_data', False)  # mmengine's serialisation runs gc.collect(): slow
     return DATASETS.build(dict(type='DeliverDataset', data_root=str(root), **kw))
 
 
@@ -50,7 +51,8 @@ def test_data_info_keys_and_paths(tree):
     ds = build(tree, split='train', modalities=['rgb', 'lidar', 'event'])
     info = ds.get_data_info(0)
     assert list(info['modality_paths']) == ['lidar', 'event']
-    assert info['img_path'].endswith('_rgb_front.png') and 'samples/images/training' in info['img_path']
+    assert info['img_path'].endswith('_rgb_front.png')
+    assert 'samples/images/training' in info['img_path']
     assert info['seg_map_path'].endswith('_semantic_front.png')
     assert info['modality_paths']['lidar'].endswith('_lidar_front.png')
     assert 'samples/event/training' in info['modality_paths']['event']
@@ -195,6 +197,14 @@ def test_bad_split_and_subset(tree):
         build(tree, split='test', subset='medium')
     with pytest.raises(FileNotFoundError, match='nowhere'):
         build(tree.parent / 'nowhere', split='test')
+    with pytest.raises(TypeError, match='trailing comma'):  # Q16
+        DATASETS.build(dict(type='DeliverDataset', data_root=(str(tree),), split='test'))
+
+
+def test_lazy_init(tree):
+    ds = build(tree, split='val', lazy_init=True)
+    assert not ds._fully_initialized
+    assert len(ds) == 6 and ds._fully_initialized
 
 
 @pytest.mark.skipif(not (SPLITS / 'deliver').is_dir(),

@@ -27,6 +27,7 @@ def tree(tmp_path_factory) -> Path:
 
 
 def build(root, split, lists=False, **kw) -> FMBDataset:
+    kw.setdefault('serialize_data', False)  # mmengine's serialisation runs gc.collect(): slow
     if lists:
         kw.update(easy_list=f'splits/{split}_easy_files.txt',
                   hard_list=f'splits/{split}_hard_files.txt')
@@ -153,3 +154,9 @@ def test_published_lists(tmp_path):
                          if n not in present)
     with pytest.raises(FileNotFoundError, match=first_missing):
         build(tmp_path, 'test', easy_list=str(LISTS / 'test_easy_files.txt'))
+
+
+def test_unprepared_tree(tmp_path):
+    (tmp_path / 'train' / 'Visible').mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match='prepare_fmb'):
+        build(tmp_path, 'train')

@@ -35,7 +35,8 @@ def fake_raw_deliver(root: Path) -> Path:
             for scene in SCENES:
                 for frame in ('000100', '000200'):
                     def p(folder, kind):
-                        return root / folder / condition / split / scene / f'{frame}_{kind}_front.png'
+                        name = f'{frame}_{kind}_front.png'
+                        return root / folder / condition / split / scene / name
                     write(p('img', 'rgb'), rng.integers(0, 256, (20, 20, 4), dtype=np.uint8))
                     write(p('hha', 'depth'), rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
                     write(p('lidar', 'lidar'), rng.integers(0, 256, (20, 20, 4), dtype=np.uint8))
@@ -131,7 +132,7 @@ def fake_lists(folder: Path, lists=LISTS) -> Path:
 
 def fmb_counts(root: Path, split: str, subset=None) -> int:
     return len(DATASETS.build(dict(
-        type='FMBDataset', data_root=str(root), split=split, subset=subset,
+        type='FMBDataset', data_root=str(root), split=split, subset=subset, serialize_data=False,
         easy_list=f'splits/{split}_easy_files.txt', hard_list=f'splits/{split}_hard_files.txt')))
 
 

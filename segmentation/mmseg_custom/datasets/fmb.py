@@ -71,6 +71,9 @@ class FMBDataset(MultiModalSegDataset):
 
     def _names(self, subset: str) -> List[str]:
         folder = self.root_path(self.split_dir, 'Visible', subset)
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'FMBDataset: folder {folder} does not exist; arrange the '
+                                    'release with tools/prepare_fmb.py (datasets/FMB/README.md)')
         if self.lists[subset] is None:
             return scan_dir(folder, '.png', recursive=False)
         list_path = self.resolve_path(self.lists[subset])

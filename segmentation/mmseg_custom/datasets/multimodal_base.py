@@ -58,6 +58,10 @@ class MultiModalSegDataset(BaseSegDataset):
                  indices: Optional[Union[int, Sequence[int]]] = None,
                  max_refetch: int = 1000,
                  ignore_index: int = 255) -> None:
+        if not isinstance(data_root, (str, os.PathLike)):
+            raise TypeError(f'{type(self).__name__}: data_root must be a path string, got '
+                            f'{data_root!r} (a trailing comma in a config makes a tuple)')
+        data_root = os.fspath(data_root)
         if split not in self.SPLITS:
             raise ValueError(f'{type(self).__name__}: unknown split {split!r}; expected one of '
                              f'{sorted(self.SPLITS)}')

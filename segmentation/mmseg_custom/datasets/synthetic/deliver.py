@@ -24,7 +24,8 @@ from .scene import (apply_lighting, class_edges, class_values, draw_scene, rende
 CASES = ('ordinary',) + DELIVER_CASES
 SPLIT_DIRS = ('training', 'validation', 'test')
 SKY, BUILDING, ROAD = 12, 0, 6
-OBJECTS = (3, 4, 8, 9, 11, 24, 1, 7)  # Pedestrian Pole Vegetation Cars TrafficSign Truck Fence SideWalk
+# Pedestrian, Pole, Vegetation, Cars, TrafficSign, Truck, Fence, SideWalk
+OBJECTS = (3, 4, 8, 9, 11, 24, 1, 7)
 _ALL = (SKY, BUILDING, ROAD) + OBJECTS
 # Class-dependent auxiliary values in [0, 1]: depth (far = 1) and LiDAR/event intensity.
 DEPTH = {SKY: 1.0, BUILDING: 0.8, ROAD: 0.55,
