@@ -1,1 +1,2 @@
 
+from .mm_sam_adapter import MMSAMAdapter, MMSAMAdapterWithCP  # noqa: F401
