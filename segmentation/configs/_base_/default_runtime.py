@@ -4,7 +4,8 @@ custom_imports = dict(imports=["mmseg_custom"], allow_failed_imports=False)
 default_scope = "mmseg"
 # The released runs used --deterministic: cuDNN deterministic, no benchmark (set by
 # CudnnDeterminismHook; mmengine's randomness.deterministic would also force
-# torch.use_deterministic_algorithms, which the model's CUDA backward passes do not support).
+# torch.use_deterministic_algorithms, which the model's CUDA backward passes do not support:
+# bicubic, grid_sample and adaptive-pooling backward raise under it).
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="nccl"))
 randomness = dict(seed=None, deterministic=False)  # seed None: random, shared by all ranks

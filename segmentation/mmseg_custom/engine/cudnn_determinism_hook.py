@@ -12,9 +12,10 @@ class CudnnDeterminismHook(Hook):
 
     The original ``dist_train.sh`` always passed ``--deterministic``, which did only
     this. mmengine's ``randomness.deterministic=True`` additionally calls
-    ``torch.use_deterministic_algorithms(True)``, which raises on CUDA ops the model
-    needs (bilinear upsampling and ``grid_sample`` backward), so the configs use this
-    hook instead.
+    ``torch.use_deterministic_algorithms(True)``, under which the backward passes of
+    CUDA ops the model needs raise (bicubic pos-embed resizing, ``grid_sample`` of the
+    deformable attention, adaptive average pooling; seen with torch 2.11 on an H200),
+    so the configs use this hook instead.
 
     Args:
         deterministic: value for ``torch.backends.cudnn.deterministic``
