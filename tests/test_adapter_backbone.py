@@ -123,7 +123,7 @@ def test_init_weights_loads_sam_and_convnext_files(tmp_path):
     stream["backbone.norm3.bias"] = torch.full((256,), 3.0)
     torch.save({"state_dict": stream}, tmp_path / "convnext.pth")
 
-    model = MODELS.build(reduced_model(64, pretrained=None, checkpoint=str(tmp_path / "convnext.pth")))
+    model = MODELS.build(reduced_model(64, checkpoint=str(tmp_path / "convnext.pth")))
     model.backbone.pretrained = str(tmp_path / "sam.pth")
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     model.init_weights()

@@ -17,11 +17,18 @@ import pytest
 import torch
 from adapter_configs import single_thread  # noqa: F401  (autouse fixture)
 from adapter_configs import BUFFER_SUFFIXES, released_layout, released_model
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 
-TOOL = Path(__file__).resolve().parents[1] / "segmentation" / "tools" / "convert_released_checkpoint.py"
+TOOL = (Path(__file__).resolve().parents[1] / "segmentation" / "tools"
+        / "convert_released_checkpoint.py")
 LISTING = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "state_dict_listing.md"
 EXPECTED_PARAMS = {"deliver": 459_052_621, "fmb": 458_979_148, "muses": 459_052_621 - 6 * 513}
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "segmentation" / "configs"
+REPO_CONFIGS = {"deliver": "deliver/mm_sam_adapter_large_deliver_1024_rgb_depth.py",
+                "fmb": "fmb/mm_sam_adapter_large_fmb_800_rgb_thermal.py",
+                "muses": "muses/mm_sam_adapter_large_muses_1024_rgb_lidar.py"}
 DATASET_LAYOUT = {"deliver": (1024, 25), "fmb": (800, 14), "muses": (1024, 19)}
 
 
@@ -93,6 +100,18 @@ def test_fmb_and_muses_differ_from_deliver_exactly_as_listed(deliver_model):
                           "decode_head.conv_seg.bias": (19,)}
 
 
+@pytest.mark.parametrize("dataset", sorted(REPO_CONFIGS))
+def test_repository_configs_build_the_released_layout(dataset):
+    path = CONFIG_DIR / REPO_CONFIGS[dataset]
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with DefaultScope.overwrite_default_scope("mmseg"), torch.device("meta"):
+        model = MODELS.build(Config.fromfile(str(path)).model)
+    expected = released_layout(*DATASET_LAYOUT[dataset])
+    actual = _shapes(model)
+    assert actual == expected, _diff(actual, expected)
+
+
 # ------------------------------------------------------------------ released checkpoints
 def convert(argv: list[str]) -> dict:
     """Run the converter CLI in-process."""
@@ -133,6 +152,10 @@ def _synthetic_state(layout: dict[str, tuple]) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def deliver_config(tmp_path_factory) -> Path:
+    """The repository's DeLiVER config, else the released settings written to a file."""
+    repo_config = CONFIG_DIR / REPO_CONFIGS["deliver"]
+    if repo_config.is_file():
+        return repo_config
     path = tmp_path_factory.mktemp("cfg") / "deliver_released.py"
     path.write_text(f"model = {released_model('deliver')!r}\n")
     return path

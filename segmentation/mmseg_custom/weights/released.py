@@ -115,13 +115,14 @@ def convert_released(checkpoint: Mapping[str, Any]) -> dict:
 def expected_state_dict_shapes(model_cfg: Mapping[str, Any]) -> dict[str, torch.Size]:
     """Keys and shapes of the ``state_dict()`` of the model built from ``model_cfg``
     (built on the meta device: no memory, no weights read)."""
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
     cfg = dict(model_cfg)
     cfg.pop("pretrained", None)
     if isinstance(cfg.get("backbone"), Mapping):
         cfg["backbone"] = {**cfg["backbone"], "pretrained": None}
-    with torch.device("meta"):
+    with DefaultScope.overwrite_default_scope("mmseg"), torch.device("meta"):
         model = MODELS.build(cfg)
     return {k: v.shape for k, v in model.state_dict().items()}
 

@@ -107,7 +107,7 @@ class DWConv(nn.Module):
                 f"{h16}x{w16} ViT grid; the input height and width must be multiples of 32")
         outs = []
         for tokens, (h, w) in zip(x.split(sizes, dim=1), shapes):
-            level = tokens.transpose(1, 2).reshape(b, c, h, w)
+            level = tokens.transpose(1, 2).reshape(b, c, h, w).contiguous()
             outs.append(self.dwconv(level).flatten(2).transpose(1, 2))
         return torch.cat(outs, dim=1)
 

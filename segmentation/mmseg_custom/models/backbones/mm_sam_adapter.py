@@ -238,12 +238,12 @@ class MMSAMAdapter(SAMImageEncoder):
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first:last + 1], deform_inputs1, deform_inputs2,
                          h16, w16)
-            outs.append(x.transpose(1, 2).reshape(bs, dim, h16, w16))
+            outs.append(x.transpose(1, 2).reshape(bs, dim, h16, w16).contiguous())
 
         n2, n3 = c2.shape[1], c3.shape[1]
-        c2 = c[:, :n2].transpose(1, 2).reshape(bs, dim, 2 * h16, 2 * w16)
-        c3 = c[:, n2:n2 + n3].transpose(1, 2).reshape(bs, dim, h16, w16)
-        c4 = c[:, n2 + n3:].transpose(1, 2).reshape(bs, dim, h16 // 2, w16 // 2)
+        c2 = c[:, :n2].transpose(1, 2).reshape(bs, dim, 2 * h16, 2 * w16).contiguous()
+        c3 = c[:, n2:n2 + n3].transpose(1, 2).reshape(bs, dim, h16, w16).contiguous()
+        c4 = c[:, n2 + n3:].transpose(1, 2).reshape(bs, dim, h16 // 2, w16 // 2).contiguous()
         c1 = self.up(c2) + c1.transpose(1, 2).reshape(bs, dim, 4 * h16, 4 * w16)
 
         if self.add_vit_feature:

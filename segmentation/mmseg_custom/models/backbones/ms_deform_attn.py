@@ -112,11 +112,13 @@ class MSDeformAttn(nn.Module):
             n, len_q, self.n_heads, self.n_levels * self.n_points)
         weights = F.softmax(weights, dim=-1).view(
             n, len_q, self.n_heads, self.n_levels, self.n_points)
-        # locations in fp32: (x, y) offsets are in pixels of their level -> divide by (W_l, H_l)
+        # (x, y) offsets are in pixels of their level -> divide by (W_l, H_l); locations in
+        # at least fp32 (half-precision offsets are promoted, fp64 stays fp64)
+        dtype = torch.promote_types(offsets.dtype, torch.float32)
         normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]],
-                                 dim=-1).to(torch.float32)
-        locations = (reference_points.to(torch.float32)[:, :, None, :, None, :]
-                     + offsets.to(torch.float32) / normalizer[None, None, None, :, None, :])
+                                 dim=-1).to(dtype)
+        locations = (reference_points.to(dtype)[:, :, None, :, None, :]
+                     + offsets.to(dtype) / normalizer[None, None, None, :, None, :])
         out = ops.ms_deform_attn(value, input_spatial_shapes, input_level_start_index,
                                  locations, weights)
         return self.output_proj(out)

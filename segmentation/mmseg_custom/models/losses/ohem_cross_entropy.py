@@ -23,9 +23,9 @@ class OhemCrossEntropy(nn.Module):
 
     Edge cases, which the original leaves unguarded (quirk Q11): with no valid pixel the
     loss is zero, finite and still connected to the graph (through the masked per-pixel
-    losses, so that every DDP rank runs the same backward); when no pixel lies strictly below the threshold (e.g.
-    every ``p`` is equal), the ``min(min_kept, n)`` hardest pixels (lowest ``p``, ties in
-    sort order) are averaged instead of returning NaN.
+    losses, so that every DDP rank runs the same backward); when no pixel lies strictly
+    below the threshold (e.g. every ``p`` is equal), the ``min(min_kept, n)`` hardest
+    pixels (lowest ``p``, ties in sort order) are averaged instead of returning NaN.
 
     The whole computation is tensor-side (no host synchronisation).
 
