@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from adapter_configs import single_thread  # noqa: F401  (autouse fixture)
 from adapter_configs import reduced_model
+from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
+from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -132,3 +135,32 @@ def test_backbone_tuple_output_and_head_keys(model, square_input):
             "decode_head.convs.0.bn.running_var", "decode_head.fusion_conv.conv.weight",
             "decode_head.fusion_conv.bn.num_batches_tracked"} <= keys
     assert not any(k.endswith("conv.bias") for k in keys if ".convs." in k or "fusion" in k)
+
+
+def test_train_and_test_steps_through_the_data_preprocessor():
+    torch.manual_seed(0)
+    modality = dict(channels=3, scale=1 / 255, to_rgb=True, mean=[0.5] * 3, std=[0.25] * 3)
+    cfg = reduced_model(64, num_classes=NUM_CLASSES,
+                        test_cfg=dict(mode="whole_dim_cut", dim=(48, 64), cut_dim=(64, 48),
+                                      rescale=False))
+    cfg["data_preprocessor"] = dict(type="MultiModalDataPreProcessor", size=(64, 64),
+                                    modalities=[dict(modality, name="rgb"),
+                                                dict(modality, name="depth")])
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        segmentor = MODELS.build(cfg)
+
+    def batch(h: int) -> dict:
+        samples = []
+        for _ in range(2):
+            sample = SegDataSample(gt_sem_seg=PixelData(
+                data=torch.randint(0, NUM_CLASSES, (1, h, 64))))
+            sample.set_metainfo(dict(ori_shape=(48, 64), img_shape=(h, 64), pad_shape=(h, 64)))
+            samples.append(sample)
+        return dict(inputs=[torch.rand(6, h, 64) * 255 for _ in range(2)], data_samples=samples)
+
+    optim = OptimWrapper(torch.optim.SGD(segmentor.parameters(), lr=1e-3))
+    log_vars = segmentor.train_step(batch(48), optim)  # padded to 64x64 by the preprocessor
+    assert torch.isfinite(log_vars["loss"]) and "decode.loss_ohem" in log_vars
+    segmentor.eval()
+    outputs = segmentor.test_step(batch(64))  # e.g. FMB: pipeline-padded input, native GT
+    assert [tuple(o.pred_sem_seg.data.shape) for o in outputs] == [(1, 48, 64)] * 2
