@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from typing import Any
 
 import torch
@@ -78,6 +79,9 @@ def install_mmcv_ops_standin() -> bool:
     """
     if real_mmcv_ops_available():
         return False
+    # mmcv.cnn.bricks.transformer warns on import that its deformable attention needs the
+    # compiled ops; this project has its own (package ``ms_deform_attn``).
+    warnings.filterwarnings("ignore", message="Fail to import ``MultiScaleDeformableAttention``")
     if "mmcv.ops" in sys.modules:
         return True
     import mmcv
