@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -59,6 +60,7 @@ def build_runner(cfg: Config) -> Runner:
     return Runner(**{key: cfg[key] for key in keys})
 
 
+@pytest.mark.slow
 def test_reduced_released_config_trains(tmp_path):
     make_synthetic("deliver", str(tmp_path / "data"), (2, 1, 1), seed=1, size=(SIZE, SIZE))
     cfg = reduced(Config.fromfile(str(CONFIG)), str(tmp_path / "data"), str(tmp_path / "work"))
