@@ -201,3 +201,16 @@ def test_wrong_settings_fail_clearly(overrides, message):
         cfg["modalities_name"] = ["rgb"]
     with pytest.raises(ValueError, match=message):
         MODELS.build(cfg)
+
+
+def test_input_grid_other_than_the_pretrained_grid():
+    """FMB-like: img_size 800 with SAM's 1024 tables (pos-embed 64 -> 50, global rel-pos
+    127 -> 99 rows, windows padded 50 -> 56); here 96 vs 64: 4 -> 6, 7 -> 11, 6 -> 8."""
+    torch.manual_seed(0)
+    backbone = MODELS.build(reduced_backbone(96, pretrained_size=64, window_size=4)).eval()
+    assert backbone.pos_embed.shape == (1, 4, 4, 64)
+    assert backbone.blocks[1].attn.rel_pos_h.shape == (7, 16)
+    with torch.no_grad():
+        feats = backbone(torch.randn(1, 6, 96, 96))
+    assert [tuple(f.shape[2:]) for f in feats] == [(24, 24), (12, 12), (6, 6), (3, 3)]
+    assert all(torch.isfinite(f).all() for f in feats)
