@@ -108,6 +108,7 @@ def test_sam_parity_through_converter(sam_image_encoder, tmp_path, name, cfg, im
     del enc
 
     variant = convert_sam_checkpoint.main([str(src), str(dst)])
+    src.unlink()  # ViT-L files are 1.2 GB: don't leave them in pytest's kept temp dirs
     assert variant.name == name
     assert variant.embed_dim == cfg["embed_dim"] and variant.depth == cfg["depth"]
     assert variant.num_heads == cfg["num_heads"]
@@ -123,6 +124,7 @@ def test_sam_parity_through_converter(sam_image_encoder, tmp_path, name, cfg, im
         mine = SAMImageEncoder(img_size=img_size, pretrained_size=img_size, **cfg)
     mine.to_empty(device="cpu").eval()
     assert load_sam_into_vit(mine, str(dst)) == variant
+    dst.unlink()
     with torch.no_grad():
         out = mine(x)
     assert out.shape == ref.shape == (1, cfg["embed_dim"], img_size // 16, img_size // 16)
@@ -164,23 +166,29 @@ def reduced_vit(**kw) -> SAMImageEncoder:
     return vit
 
 
-def test_sdpa_path_matches_faithful_path():
-    ref, fast = reduced_vit(), reduced_vit(use_sdpa=True)
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sdpa_path_matches_faithful_path(device):
+    ref, fast = reduced_vit().to(device), reduced_vit(use_sdpa=True).to(device)
     fast.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 3, 160, 112)  # grid 10 x 7: padded windows, resized tables
+    x = torch.randn(2, 3, 160, 112, device=device)  # grid 10 x 7: padded windows, resized tables
     with torch.no_grad():
         a, b = ref(x), fast(x)
     assert rel_err(b, a) <= 1e-5
 
 
-def test_gradient_checkpointing_same_grads():
-    plain, cp = reduced_vit(), reduced_vit(with_cp=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_checkpointing_same_grads(device):
+    plain, cp = reduced_vit().to(device), reduced_vit(with_cp=True).to(device)
     cp.load_state_dict(plain.state_dict())
     calls = {"plain": 0, "cp": 0}
     for key, model in (("plain", plain), ("cp", cp)):
         model.blocks[0].attn.register_forward_hook(
             lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
-    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(5)).to(device)
     grads = []
     for model in (plain, cp):
         xi = x.clone().requires_grad_(True)
