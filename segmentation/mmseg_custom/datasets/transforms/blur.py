@@ -8,7 +8,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ._blocks import block_slices
+from ._blocks import block_slices, cv_dst, planes_of, store
 
 
 @TRANSFORMS.register_module()
@@ -33,9 +33,8 @@ class RandomGaussianBlurRGB(BaseTransform):
             sigma = self.sigma
             if self.kernel_size == (0, 0):
                 sigma = np.random.random()
-            img = results["img"]
-            img[:, :, rgb] = cv2.GaussianBlur(np.ascontiguousarray(img[:, :, rgb]),
-                                              self.kernel_size, sigma)
+            for plane in planes_of(results["img"])[rgb]:  # per channel = OpenCV's 3-channel result
+                store(plane, cv2.GaussianBlur(plane, self.kernel_size, sigma, dst=cv_dst(plane)))
         return results
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ._blocks import seg_keys
+from ._blocks import new_planar, planes_of, seg_keys, store
 
 
 @TRANSFORMS.register_module()
@@ -28,7 +28,11 @@ class MultiModalRandomFlip(BaseTransform):
         results["flip_direction"] = "horizontal"
         if flip:
             if "img" in results:
-                results["img"] = _hflip(results["img"])
+                img = results["img"]
+                planes, results["img"] = new_planar(img.shape[2], img.shape[0], img.shape[1],
+                                                    img.dtype)
+                for source, plane in zip(planes_of(img), planes):
+                    store(plane, cv2.flip(source, 1, dst=plane))
             for key in seg_keys(results):
                 results[key] = _hflip(results[key])
         return results
@@ -37,9 +41,6 @@ class MultiModalRandomFlip(BaseTransform):
         return f"{self.__class__.__name__}(prob={self.prob})"
 
 
-def _hflip(arr: np.ndarray) -> np.ndarray:
-    """Horizontal flip (H, W[, C]) -> contiguous copy; cv2 handles up to 512 channels."""
-    if arr.ndim == 3 and arr.shape[2] > 4:
-        return np.ascontiguousarray(arr[:, ::-1])
-    out = cv2.flip(np.ascontiguousarray(arr), 1)
-    return out[:, :, None] if arr.ndim == 3 and out.ndim == 2 else out
+def _hflip(label: np.ndarray) -> np.ndarray:
+    """Horizontal flip of an (H, W) map -> contiguous copy."""
+    return cv2.flip(label, 1)

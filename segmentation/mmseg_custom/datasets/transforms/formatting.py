@@ -42,16 +42,21 @@ class PackMultiModalInputs(BaseTransform):
             if img.ndim != 3:
                 raise ValueError(f"img must be (H, W, C), got shape {img.shape} "
                                  f"({results.get('img_path')})")
-            chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
-            packed["inputs"] = torch.from_numpy(chw)
+            packed["inputs"] = _tensor(img.transpose(2, 0, 1), torch.float32)
         sample = SegDataSample()
         if "gt_seg_map" in results:
             label = results["gt_seg_map"]
-            sample.gt_sem_seg = PixelData(
-                data=torch.from_numpy(label[None].astype(np.int64)))
+            sample.gt_sem_seg = PixelData(data=_tensor(label[None], torch.int64))
         sample.set_metainfo({k: results[k] for k in self.meta_keys if k in results})
         packed["data_samples"] = sample
         return packed
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(meta_keys={self.meta_keys})"
+
+
+def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Contiguous tensor of ``array`` (no copy for a channel-planar float32 image)."""
+    if dtype == torch.float32:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return torch.from_numpy(array.astype(np.int64))

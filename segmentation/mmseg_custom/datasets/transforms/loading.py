@@ -11,6 +11,8 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
+from ._blocks import new_planar
+
 
 def read_bytes(path: str, what: str, backend_args: dict | None = None) -> bytes:
     """Raw bytes of ``path``; a missing file raises FileNotFoundError naming ``what`` and path."""
@@ -63,7 +65,7 @@ class LoadMultiModalImages(BaseTransform):
 
     The first modality is read from ``results['img_path']``, the others from
     ``results['modality_paths'][name]``. All blocks are cast to float32 and stacked along the
-    channels in configuration order.
+    channels in configuration order (``img`` is channel-planar in memory, see ``_blocks``).
 
     Required keys: ``img_path``, ``modality_paths`` (if more than one modality).
     Added keys: ``img`` (H, W, C) float32, ``img_shape``/``ori_shape``/``pad_shape`` (H, W),
@@ -136,10 +138,11 @@ class LoadMultiModalImages(BaseTransform):
             paths.append(path)
         height, width = blocks[0].shape[:2]
         counts = [b.shape[2] for b in blocks]
-        img = np.empty((height, width, sum(counts)), np.float32)
+        planes, img = new_planar(sum(counts), height, width)
         start = 0
         for block in blocks:
-            img[:, :, start:start + block.shape[2]] = block
+            np.copyto(planes[start:start + block.shape[2]], block.transpose(2, 0, 1),
+                      casting="unsafe")
             start += block.shape[2]
         results["img"] = img
         results["img_shape"] = (height, width)

@@ -8,7 +8,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ._blocks import block_slices
+from ._blocks import block_slices, new_planar
 
 
 def _per_block(value: bool | Sequence[bool], count: int, name: str) -> list[bool]:
@@ -54,7 +54,7 @@ class NormalizeMultiModal(BaseTransform):
         to_rgb = _per_block(self.to_rgb, len(blocks), "to_rgb")
         by_max = _per_block(self.norm_by_max, len(blocks), "norm_by_max")
         names = results.get("modalities") or [str(i) for i in range(len(blocks))]
-        out = np.empty(img.shape, np.float32)
+        planes, out = new_planar(img.shape[2], img.shape[0], img.shape[1])
         cfgs = {}
         for index, block in enumerate(blocks):
             data = img[:, :, block].astype(np.float32)
@@ -64,8 +64,8 @@ class NormalizeMultiModal(BaseTransform):
             if to_rgb[index] and channels != 3:
                 raise ValueError(f"to_rgb needs a 3-channel block; '{names[index]}' has {channels}")
             mean, std = self.mean[block], self.std[block]
-            out[:, :, block] = mmcv.imnormalize_(np.ascontiguousarray(data), mean, std,
-                                                 to_rgb[index])
+            data = mmcv.imnormalize_(np.ascontiguousarray(data), mean, std, to_rgb[index])
+            planes[block] = data.transpose(2, 0, 1)
             cfgs[names[index]] = dict(mean=mean.tolist(), std=std.tolist(), to_rgb=to_rgb[index],
                                       norm_by_max=by_max[index])
         results["img"] = out

@@ -7,7 +7,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ._blocks import seg_keys
+from ._blocks import new_planar, planes_of, seg_keys
 
 
 @TRANSFORMS.register_module()
@@ -36,7 +36,11 @@ class MultiModalPad(BaseTransform):
                              f"{height}x{width} (HxW), larger than the pad size {self.size}")
         if (height, width) == self.size:
             return arr
-        out = np.full((self.size[0], self.size[1]) + arr.shape[2:], value, arr.dtype)
+        if arr.ndim == 3:  # keep the image channel-planar
+            planes, out = new_planar(arr.shape[2], self.size[0], self.size[1], arr.dtype, value)
+            planes[:, :height, :width] = planes_of(arr)
+            return out
+        out = np.full(self.size, value, arr.dtype)
         out[:height, :width] = arr
         return out
 

@@ -8,7 +8,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ._blocks import block_slices
+from ._blocks import block_slices, interleaved, write_block
 
 
 def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -95,10 +95,10 @@ class MultiModalPhotoMetricDistortion(BaseTransform):
         if block.stop - block.start != 3:
             raise ValueError("MultiModalPhotoMetricDistortion needs a 3-channel RGB block, got "
                              f"{block.stop - block.start} channels ({results.get('img_path')})")
-        rgb = np.ascontiguousarray(img[:, :, block])
+        rgb = interleaved(img, block)
         if self.clean:
             rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-        img[:, :, block] = self.distort(rgb)
+        write_block(img, block, self.distort(rgb))
         return results
 
     def __repr__(self) -> str:

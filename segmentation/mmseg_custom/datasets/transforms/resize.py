@@ -9,9 +9,9 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ._blocks import block_slices, seg_keys
+from ._blocks import block_slices, new_planar, planes_of, seg_keys, store
 
-_INTERPOLATIONS = ("nearest", "bilinear")
+_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
 
 
 @TRANSFORMS.register_module()
@@ -44,8 +44,8 @@ class MultiModalResize(BaseTransform):
                  ratio_range: Sequence[float] | None = None, keep_ratio: bool = True,
                  seg_scale: Sequence[int] | None = None,
                  aux_interpolation: str = "bilinear") -> None:
-        if aux_interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"aux_interpolation must be one of {_INTERPOLATIONS}, "
+        if aux_interpolation not in _FLAGS:
+            raise ValueError(f"aux_interpolation must be one of {sorted(_FLAGS)}, "
                              f"got {aux_interpolation!r}")
         if ratio_range is not None and img_scale is None:
             raise ValueError("ratio_range needs img_scale")
@@ -77,11 +77,14 @@ class MultiModalResize(BaseTransform):
         img = results["img"]
         height, width = img.shape[:2]
         new_w, new_h = self._target((height, width), scale)
-        out = np.empty((new_h, new_w, img.shape[2]), img.dtype)
+        source = planes_of(img)
+        planes, results["img"] = new_planar(img.shape[2], new_h, new_w, img.dtype)
         for index, block in enumerate(block_slices(results)):
-            mode = "bilinear" if index == 0 else self.aux_interpolation
-            out[:, :, block] = _resize(img[:, :, block], (new_w, new_h), mode)
-        results["img"] = out
+            flag = cv2.INTER_LINEAR if index == 0 else _FLAGS[self.aux_interpolation]
+            for channel in range(block.start, block.stop):
+                # per channel: bit-identical to OpenCV's resize of the 3-channel block
+                store(planes[channel], cv2.resize(source[channel], (new_w, new_h),
+                                                  dst=planes[channel], interpolation=flag))
         results["img_shape"] = (new_h, new_w)
         results["pad_shape"] = (new_h, new_w)
         results["scale_factor"] = (new_w / width, new_h / height)
@@ -95,7 +98,8 @@ class MultiModalResize(BaseTransform):
         seg_scale = self.seg_scale if self.seg_scale is not None else scale
         for key in seg_keys(results):
             label = results[key]
-            results[key] = _resize(label, self._target(label.shape[:2], seg_scale), "nearest")
+            results[key] = cv2.resize(label, self._target(label.shape[:2], seg_scale),
+                                      interpolation=cv2.INTER_NEAREST)
         return results
 
     def __repr__(self) -> str:
@@ -103,11 +107,3 @@ class MultiModalResize(BaseTransform):
                 f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio}, "
                 f"seg_scale={self.seg_scale}, aux_interpolation={self.aux_interpolation!r})")
 
-
-def _resize(arr: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """cv2.resize of an (H, W[, c]) array to size (w, h); keeps a trailing channel axis of 1."""
-    flag = cv2.INTER_LINEAR if mode == "bilinear" else cv2.INTER_NEAREST
-    out = cv2.resize(np.ascontiguousarray(arr), size, interpolation=flag)
-    if arr.ndim == 3 and out.ndim == 2:
-        out = out[:, :, None]
-    return out
