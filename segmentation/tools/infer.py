@@ -8,9 +8,11 @@ class indices (train ids); ``--overlay`` also writes colour overlays.
 from __future__ import annotations
 
 import argparse
+import os.path as osp
 import sys
 
 import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
+from mmseg.registry import DATASETS
 from mmseg_custom.apis import (build_runner, common_args, load_config, set_local_rank,
                                skip_init_weights)
 
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     skip_init_weights(cfg)
     strip = args.strip_suffix
     if strip is None:
-        strip = cfg.test_dataloader.dataset.get("img_suffix", ".png").rsplit(".", 1)[0]
+        dataset = cfg.test_dataloader.dataset
+        suffix = getattr(DATASETS.get(dataset.type), "IMG_SUFFIX", None)
+        strip = osp.splitext(dataset.get("img_suffix", suffix or ".png"))[0]
     cfg.test_evaluator = dict(type="PredictionWriter", output_dir=args.out_dir,
                               strip_suffix=strip, overlay=args.overlay)
     runner = build_runner(cfg, args.launcher)

@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", action="store_true", help="mixed-precision training (CUDA)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic algorithms (cudnn.benchmark off)")
+                        help="deterministic cuDNN (benchmark off); the released configs "
+                             "already set it")
     parser.add_argument("--no-validate", action="store_true", help="skip validation")
     common_args(parser)
     return parser.parse_args(argv)
@@ -40,12 +41,15 @@ def main(argv: list[str] | None = None) -> None:
         cfg.resume, cfg.load_from = True, args.resume
     elif args.load_from is not None:
         cfg.resume, cfg.load_from = False, args.load_from
-    if args.seed is not None or args.deterministic:
-        randomness = dict(cfg.get("randomness") or {})
-        if args.seed is not None:
-            randomness["seed"] = args.seed
-        randomness["deterministic"] = args.deterministic
-        cfg.randomness = randomness
+    if args.seed is not None:
+        cfg.randomness = dict(cfg.get("randomness") or {}, seed=args.seed)
+    if args.deterministic:
+        # cuDNN determinism only: torch.use_deterministic_algorithms (mmengine's
+        # randomness.deterministic) has no CUDA backward for ops the models use.
+        hooks = list(cfg.get("custom_hooks") or [])
+        if not any(h.get("type") == "CudnnDeterminismHook" for h in hooks):
+            hooks.append(dict(type="CudnnDeterminismHook"))
+        cfg.custom_hooks = hooks
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
         cfg.default_hooks.checkpoint.pop("save_best", None)

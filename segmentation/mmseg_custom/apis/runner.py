@@ -49,10 +49,14 @@ def enable_amp(cfg: Config) -> None:
     if not torch.cuda.is_available():
         raise RuntimeError("--amp needs a CUDA device; this machine has none")
     wrapper = cfg.optim_wrapper
-    if wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
+    kind = wrapper.get("type", "OptimWrapper")
+    if kind == "AmpOptimWrapper":
         return
-    if wrapper.get("type", "OptimWrapper") != "OptimWrapper":
-        raise RuntimeError(f"--amp: cannot convert optim_wrapper of type {wrapper.type}")
+    if kind not in ("OptimWrapper", "CumulativeOptimWrapper"):
+        raise RuntimeError(f"--amp: cannot convert optim_wrapper of type {kind}")
+    # Accumulation is kept (accumulative_counts); under AMP gradients are all-reduced
+    # once per window (mmengine's no_sync) instead of at every micro-step.
+    wrapper.pop("sync_every_step", None)
     wrapper.type = "AmpOptimWrapper"
     wrapper.setdefault("dtype", "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
     if wrapper.dtype == "float16":

@@ -123,6 +123,7 @@ class DeliverDataset(MultiModalSegDataset):
     SPLITS = DELIVER_SPLITS
     SUBSETS = ('easy', 'hard')
     REDUCE_ZERO_LABEL = False
+    IMG_SUFFIX = '_rgb_front.png'
 
     def __init__(self,
                  data_root: str,

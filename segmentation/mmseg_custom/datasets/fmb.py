@@ -55,6 +55,7 @@ class FMBDataset(MultiModalSegDataset):
     SPLITS = {'train': 'train', 'val': 'val', 'test': 'test'}
     SUBSETS = FMB_SUBSETS
     REDUCE_ZERO_LABEL = True
+    IMG_SUFFIX = '.png'
 
     def __init__(self,
                  data_root: str,

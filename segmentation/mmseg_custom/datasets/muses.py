@@ -61,6 +61,7 @@ class MUSESDataset(MultiModalSegDataset):
     AUX_MODALITIES = tuple(MUSES_MODALITY_FILES)
     SPLITS = {'train': 'train', 'val': 'val', 'test': 'test'}
     REDUCE_ZERO_LABEL = False
+    IMG_SUFFIX = IMG_SUFFIX
 
     def __init__(self,
                  data_root: str,
