@@ -164,3 +164,8 @@ def test_train_and_test_steps_through_the_data_preprocessor():
     segmentor.eval()
     outputs = segmentor.test_step(batch(64))  # e.g. FMB: pipeline-padded input, native GT
     assert [tuple(o.pred_sem_seg.data.shape) for o in outputs] == [(1, 48, 64)] * 2
+
+
+def test_without_test_cfg_the_mode_is_whole(model, square_input):
+    out = _predict(model, None, square_input[:1], ori_shape=(32, 32))
+    assert out[0].pred_sem_seg.data.shape == (1, 32, 32)

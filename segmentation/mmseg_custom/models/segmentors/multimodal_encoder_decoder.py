@@ -68,16 +68,20 @@ class MultiModalEncoderDecoder(EncoderDecoder):
                              align_corners=self.align_corners)
 
     # ------------------------------------------------------------------ test procedures
+    @property
+    def _test_cfg(self) -> dict:
+        return self.test_cfg or {}
+
     def _mode(self) -> str:
-        mode = self.test_cfg.get("mode", "whole")
+        mode = self._test_cfg.get("mode", "whole")
         if mode not in TEST_MODES:
             raise ValueError(f"test_cfg.mode '{mode}' is not supported; use one of {TEST_MODES}")
         return mode
 
     def _cfg_pair(self, key: str) -> tuple[int, int]:
-        value = self.test_cfg.get(key)
+        value = self._test_cfg.get(key)
         if value is None or len(value) != 2:
-            raise ValueError(f"test_cfg.mode '{self.test_cfg.get('mode')}' needs "
+            raise ValueError(f"test_cfg.mode '{self._test_cfg.get('mode')}' needs "
                              f"test_cfg.{key} = (a, b), got {value!r}")
         return int(value[0]), int(value[1])
 
@@ -106,7 +110,7 @@ class MultiModalEncoderDecoder(EncoderDecoder):
         if mode == "slide":
             return self.slide_inference(inputs, batch_img_metas)
         logits = self.encode_decode(inputs, batch_img_metas)
-        rescale = self.test_cfg.get("rescale", True)
+        rescale = self._test_cfg.get("rescale", True)
         if mode == "whole_dim" and rescale:
             logits = F.interpolate(logits, size=self._cfg_pair("dim"), mode="bilinear",
                                    align_corners=self.align_corners)
@@ -132,7 +136,7 @@ class MultiModalEncoderDecoder(EncoderDecoder):
     def postprocess_result(self, seg_logits: torch.Tensor,
                            data_samples: OptSampleList = None) -> SampleList:
         mode = self._mode()
-        if mode in ("whole", "slide") and self.test_cfg.get("rescale", True):
+        if mode in ("whole", "slide") and self._test_cfg.get("rescale", True):
             return super().postprocess_result(seg_logits, data_samples)
         if data_samples is None:
             data_samples = [SegDataSample() for _ in range(seg_logits.shape[0])]
