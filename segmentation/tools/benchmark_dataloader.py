@@ -84,14 +84,17 @@ def measure(loader: DataLoader, warmup: int, samples: int) -> dict:
     while seen < warmup:
         batch = next(iterator)
         seen += len(batch["inputs"])
-    cpu, start, seen = cpu_seconds(pids), time.perf_counter(), 0
+    main_cpu, cpu = cpu_seconds(pids[:1]), cpu_seconds(pids)
+    start, seen = time.perf_counter(), 0
     while seen < samples:
         batch = next(iterator)
         seen += len(batch["inputs"])
         shape = tuple(batch["inputs"][0].shape)
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pids) - cpu
-    return dict(rate=seen / elapsed, cpu_ms=1000 * cpu / seen, shape=shape)
+    main_cpu = cpu_seconds(pids[:1]) - main_cpu
+    return dict(rate=seen / elapsed, cpu_ms=1000 * cpu / seen, main_ms=1000 * main_cpu / seen,
+                shape=shape)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -107,8 +110,8 @@ def main(argv: list[str] | None = None) -> float:
         load = os.getloadavg()[0]
         result = measure(build_loader(cfg, data_root, args), args.warmup, args.samples)
     print_log(f"{result['rate']:.2f} samples/s ({args.workers} workers, batch {args.batch_size}, "
-              f"{args.samples} samples, input {result['shape']}); CPU time "
-              f"{result['cpu_ms']:.0f} ms/sample (main + workers), i.e. "
+              f"{args.samples} samples, last input {result['shape']}); CPU time "
+              f"{result['cpu_ms']:.0f} ms/sample (main process {result['main_ms']:.0f}), i.e. "
               f"{1000 * os.cpu_count() / result['cpu_ms']:.1f} samples/s if all "
               f"{os.cpu_count()} CPUs were free; load average at start {load:.2f}",
               logger="current")
