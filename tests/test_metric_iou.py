@@ -72,11 +72,11 @@ def test_hand_computed_example(nan_to_num, expected):
 
 
 def test_conventions_differ_on_absent_class_and_subsets():
-    alone = _evaluate(SAMPLES[1:2], condition_case=False)
+    alone = _evaluate(SAMPLES[1:2], breakdown=False)
     assert alone == pytest.approx(dict(aAcc=75.0, mIoU=37.5, mAcc=75.0))
-    alone = _evaluate(SAMPLES[1:2], condition_case=False, nan_to_num=0)
+    alone = _evaluate(SAMPLES[1:2], breakdown=False, nan_to_num=0)
     assert alone == pytest.approx(dict(aAcc=75.0, mIoU=25.0, mAcc=25.0))
-    subsets = _evaluate(SAMPLES, condition_case=False, by_subset=True)
+    subsets = _evaluate(SAMPLES, breakdown=False, by_subset=True)
     assert subsets["subset/easy/mIoU"] == pytest.approx(50.0)     # A+C
     assert subsets["subset/hard/mIoU"] == pytest.approx(37.5)     # B
     assert "condition/fog/mIoU" not in subsets
@@ -91,3 +91,22 @@ def test_errors():
         _evaluate([_sample("x.png", [[0, 7]], [[0, 0]])])
     with pytest.raises(ValueError, match="no 'subset'"):
         _evaluate([_sample("x.png", [[0]], [[0]])], by_subset=True)
+
+
+def test_group_by_weather_time_and_auto_breakdown():
+    samples = []
+    for sample, (weather, time) in zip(SAMPLES, [("fog", "day"), ("snow", "night"),
+                                                 ("fog", "night")]):
+        sample = {k: v for k, v in sample.items() if k not in ("condition", "case")}
+        samples.append(dict(sample, weather=weather, time=time))
+    metrics = _evaluate(samples, group_by=("weather", "time"))
+    # weather fog = A + C, snow = B; time day = A, night = B + C (as the DeLiVER example)
+    assert metrics["weather/fog/mIoU"] == pytest.approx(STANDARD["condition/fog/mIoU"])
+    assert metrics["time/night/mIoU"] == pytest.approx(STANDARD["case/motionblur/mIoU"])
+    assert metrics["fog/day/mIoU"] == pytest.approx(STANDARD["fog/ordinary/mIoU"])
+    assert metrics["mIoU_weathers_mean"] == pytest.approx(STANDARD["mIoU_conditions_mean"])
+    assert metrics["mIoU_times_mean"] == pytest.approx(STANDARD["mIoU_cases_mean"])
+    # automatic: no breakdown when a sample lacks the keys
+    assert set(_evaluate(samples)) == {"aAcc", "mIoU", "mAcc"}
+    with pytest.raises(ValueError, match="has no 'condition'/'case'"):
+        _evaluate(samples, breakdown=True)

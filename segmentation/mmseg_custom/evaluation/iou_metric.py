@@ -1,8 +1,8 @@
-"""IoU metric for multimodal segmentation with DeLiVER condition / case breakdowns."""
+"""IoU metric for multimodal segmentation with condition / case (or weather / time) breakdowns."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ def _as_map(data: torch.Tensor) -> torch.Tensor:
 
 @METRICS.register_module()
 class MultiModalIoUMetric(BaseMetric):
-    """mIoU / mAcc / aAcc, per-class tables and per-(condition, case) / subset breakdowns.
+    """mIoU / mAcc / aAcc, per-class tables and two-level / subset breakdowns.
 
     Every sample contributes its (intersection, union, prediction, label) areas; metrics are
     computed from areas summed over a group of samples (pooled, "micro"). All figures are
@@ -31,14 +31,14 @@ class MultiModalIoUMetric(BaseMetric):
     and ground truth of the evaluated set is left out of the mean); 0 = the original's
     convention (it counts as IoU 0, Q30).
 
-    Returned keys:
+    Returned keys (``group_by = (A, B)``, default ``('condition', 'case')``, DeLiVER):
 
     * ``aAcc``, ``mIoU`` (headline, for best-checkpoint selection), ``mAcc``: whole dataset.
-    * with the condition/case breakdown (samples carry ``condition`` and ``case`` metainfo,
-      DeLiVER): ``<condition>/<case>/mIoU`` per non-empty bucket, ``condition/<c>/mIoU``
-      (areas pooled over the cases of condition c), ``case/<k>/mIoU`` (pooled over the
-      conditions), ``mIoU_conditions_mean`` and ``mIoU_cases_mean`` (means of those pooled
-      mIoUs; the original's ``mMicroIoU`` figures).
+    * with the breakdown: ``<a>/<b>/mIoU`` per non-empty (a, b) bucket, ``A/<a>/mIoU``
+      (areas pooled over every b of a, e.g. ``condition/fog/mIoU``), ``B/<b>/mIoU`` (pooled
+      over every a, e.g. ``case/motionblur/mIoU``), ``mIoU_As_mean`` and ``mIoU_Bs_mean``
+      (means of those pooled mIoUs, e.g. ``mIoU_conditions_mean``: the original's
+      ``mMicroIoU`` figures).
     * with ``by_subset``: ``subset/<name>/mIoU`` per ``subset`` metainfo value (easy/hard).
 
     Distributed evaluation is exact: mmengine collects per-rank results in sampler order and
@@ -48,7 +48,8 @@ class MultiModalIoUMetric(BaseMetric):
     Args:
         ignore_index: ground-truth value excluded from all counts.
         nan_to_num: None (standard) or the value that replaces NaN IoU/Acc before averaging.
-        condition_case: breakdown by (condition, case); None = when every sample has both.
+        breakdown: report the two-level breakdown; None = when every sample has both keys.
+        group_by: the two metainfo keys of the breakdown (MUSES: ``('weather', 'time')``).
         by_subset: breakdown by the ``subset`` metainfo (every sample must have it).
         num_classes: used when ``dataset_meta`` has no ``classes``.
         collect_device / prefix: see mmengine ``BaseMetric``.
@@ -57,13 +58,17 @@ class MultiModalIoUMetric(BaseMetric):
     default_prefix = None
 
     def __init__(self, ignore_index: int = 255, nan_to_num: float | None = None,
-                 condition_case: bool | None = None, by_subset: bool = False,
+                 breakdown: bool | None = None,
+                 group_by: Sequence[str] = ("condition", "case"), by_subset: bool = False,
                  num_classes: int | None = None, collect_device: str = "cpu",
                  prefix: str | None = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        if len(group_by) != 2:
+            raise ValueError(f"group_by needs two metainfo keys, got {list(group_by)}")
         self.ignore_index = int(ignore_index)
         self.nan_to_num = nan_to_num
-        self.condition_case = condition_case
+        self.breakdown = breakdown
+        self.group_by = tuple(group_by)
         self.by_subset = by_subset
         self.num_classes = num_classes
 
@@ -87,8 +92,8 @@ class MultiModalIoUMetric(BaseMetric):
             label = _as_map(sample["gt_sem_seg"]["data"]).to(pred.device)
             areas = confusion_areas(pred, label, num_classes, self.ignore_index, name)
             self.results.append(dict(
-                areas=areas, img_path=sample.get("img_path"), condition=sample.get("condition"),
-                case=sample.get("case"), subset=sample.get("subset")))
+                areas=areas, img_path=sample.get("img_path"), subset=sample.get("subset"),
+                groups=tuple(sample.get(key) for key in self.group_by)))
 
     def _summary(self, areas: np.ndarray) -> dict[str, Any]:
         out = summarize(areas, self.nan_to_num)
@@ -112,11 +117,11 @@ class MultiModalIoUMetric(BaseMetric):
                   logger=logger)
         print_log("\n" + format_table(["aAcc", "mIoU", "mAcc"], [[metrics["aAcc"],
                   metrics["mIoU"], metrics["mAcc"]]]), logger=logger)
-        breakdown = self.condition_case
+        breakdown = self.breakdown
         if breakdown is None:
-            breakdown = all(r["condition"] is not None and r["case"] is not None for r in results)
+            breakdown = all(None not in r["groups"] for r in results)
         if breakdown:
-            metrics.update(self._condition_case(results, classes, logger))
+            metrics.update(self._two_level(results, classes, total, logger))
         if self.by_subset:
             metrics.update(self._subsets(results, logger))
         return metrics
@@ -130,41 +135,39 @@ class MultiModalIoUMetric(BaseMetric):
                              f"{repeated[:3]}): the evaluation sampler must visit every sample "
                              "exactly once in dataset order (mmengine DefaultSampler, shuffle=False)")
 
-    def _grouped(self, results: list, key_fn) -> dict:
+    def _grouped(self, results: list, key_fn: Callable[[dict], Any]) -> dict:
         groups: dict = defaultdict(list)
         for r in results:
             groups[key_fn(r)].append(r["areas"])
         return {k: self._summary(sum(v)) for k, v in sorted(groups.items())}
 
-    def _condition_case(self, results: list, classes: list[str], logger: MMLogger) -> dict:
+    def _two_level(self, results: list, classes: list[str], total: dict,
+                   logger: MMLogger) -> dict:
+        first, second = self.group_by
         for r in results:
-            if r["condition"] is None or r["case"] is None:
-                raise ValueError(f"sample {r['img_path']} has no condition/case metainfo")
-        buckets = self._grouped(results, lambda r: (r["condition"], r["case"]))
-        conditions = self._grouped(results, lambda r: r["condition"])
-        cases = self._grouped(results, lambda r: r["case"])
+            if None in r["groups"]:
+                raise ValueError(f"sample {r['img_path']} has no '{first}'/'{second}' metainfo")
+        buckets = self._grouped(results, lambda r: r["groups"])
+        outer = self._grouped(results, lambda r: r["groups"][0])
+        inner = self._grouped(results, lambda r: r["groups"][1])
         metrics: dict[str, float] = {}
-        for (cond, case), s in buckets.items():
-            metrics[f"{cond}/{case}/mIoU"] = s["mIoU"]
-        for cond, s in conditions.items():
-            metrics[f"condition/{cond}/mIoU"] = s["mIoU"]
-        for case, s in cases.items():
-            metrics[f"case/{case}/mIoU"] = s["mIoU"]
-        metrics["mIoU_conditions_mean"] = float(np.mean([s["mIoU"] for s in conditions.values()]))
-        metrics["mIoU_cases_mean"] = float(np.mean([s["mIoU"] for s in cases.values()]))
-        rows = []
-        for cond, pooled in conditions.items():
-            row = [cond] + [buckets[(cond, case)]["mIoU"] if (cond, case) in buckets else "-"
-                            for case in cases]
-            rows.append(row + [pooled["mIoU"]])
-        rows.append(["all"] + [cases[case]["mIoU"] for case in cases] +
-                    [float(self._summary(sum(r["areas"] for r in results))["mIoU"])])
-        print_log("mIoU per condition (rows) and case (columns); 'all' = pooled areas:\n" +
-                  format_table(["condition"] + list(cases) + ["all"], rows), logger=logger)
-        header = ["Class"] + [f"IoU {c}" for c in conditions] + [f"IoU {k}" for k in cases]
-        rows = [[name] + [float(s["IoU"][i]) for s in conditions.values()] +
-                [float(s["IoU"][i]) for s in cases.values()] for i, name in enumerate(classes)]
-        print_log("per-class IoU pooled per condition and per case:\n" +
+        for (a, b), s in buckets.items():
+            metrics[f"{a}/{b}/mIoU"] = s["mIoU"]
+        for a, s in outer.items():
+            metrics[f"{first}/{a}/mIoU"] = s["mIoU"]
+        for b, s in inner.items():
+            metrics[f"{second}/{b}/mIoU"] = s["mIoU"]
+        metrics[f"mIoU_{first}s_mean"] = float(np.mean([s["mIoU"] for s in outer.values()]))
+        metrics[f"mIoU_{second}s_mean"] = float(np.mean([s["mIoU"] for s in inner.values()]))
+        rows = [[a] + [buckets[(a, b)]["mIoU"] if (a, b) in buckets else "-" for b in inner] +
+                [pooled["mIoU"]] for a, pooled in outer.items()]
+        rows.append(["all"] + [s["mIoU"] for s in inner.values()] + [total["mIoU"]])
+        print_log(f"mIoU per {first} (rows) and {second} (columns); 'all' = pooled areas:\n" +
+                  format_table([first] + list(inner) + ["all"], rows), logger=logger)
+        header = ["Class"] + [f"IoU {a}" for a in outer] + [f"IoU {b}" for b in inner]
+        rows = [[name] + [float(s["IoU"][i]) for s in outer.values()] +
+                [float(s["IoU"][i]) for s in inner.values()] for i, name in enumerate(classes)]
+        print_log(f"per-class IoU pooled per {first} and per {second}:\n" +
                   format_table(header, rows), logger=logger)
         return metrics
 

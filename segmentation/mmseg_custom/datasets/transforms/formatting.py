@@ -13,7 +13,7 @@ from mmseg.structures import SegDataSample
 DEFAULT_META_KEYS = (
     "img_path", "seg_map_path", "modality_paths", "ori_shape", "img_shape", "pad_shape",
     "scale_factor", "flip", "flip_direction", "reduce_zero_label", "modalities",
-    "modality_channels", "img_padding_size", "condition", "case", "subset")
+    "modality_channels", "img_padding_size", "condition", "case", "subset", "weather", "time")
 
 
 @TRANSFORMS.register_module()
