@@ -290,3 +290,13 @@ def test_pack_layout_dtype_and_metainfo():
     np.testing.assert_array_equal(sample.gt_sem_seg.data.numpy(), label[None])
     assert sample.condition == "fog" and sample.case == "ordinary"
     assert sample.modality_paths == {"depth": "d.png"} and "subset" not in sample.metainfo
+
+
+def test_flip_keeps_a_preset_decision():
+    img = np.arange(2 * 3 * 6, dtype=np.float32).reshape(2, 3, 6)
+    np.random.seed(0)
+    expected = np.random.rand()
+    np.random.seed(0)
+    out = MultiModalRandomFlip(prob=0.0)(dict(_sample(img.copy()), flip=True))
+    np.testing.assert_array_equal(out["img"], img[:, ::-1])
+    assert np.random.rand() == expected                   # no random number drawn

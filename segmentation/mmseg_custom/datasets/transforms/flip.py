@@ -13,8 +13,8 @@ from ._blocks import new_planar, planes_of, seg_keys, store
 class MultiModalRandomFlip(BaseTransform):
     """Flip ``img`` (every channel) and every label map horizontally with probability ``prob``.
 
-    Draws ``numpy.random.rand() < prob`` (mmseg ``RandomFlip``). Added keys: ``flip`` (bool),
-    ``flip_direction`` ('horizontal').
+    Draws ``numpy.random.rand() < prob`` (mmseg ``RandomFlip``) unless ``results['flip']`` is
+    already set. Added keys: ``flip`` (bool), ``flip_direction`` ('horizontal').
     """
 
     def __init__(self, prob: float = 0.5) -> None:
@@ -23,7 +23,9 @@ class MultiModalRandomFlip(BaseTransform):
         self.prob = float(prob)
 
     def transform(self, results: dict) -> dict:
-        flip = bool(np.random.rand() < self.prob)
+        flip = results.get("flip")
+        if flip is None:  # a preset decision (test-time augmentation) is kept, as mmseg does
+            flip = bool(np.random.rand() < self.prob)
         results["flip"] = flip
         results["flip_direction"] = "horizontal"
         if flip:
