@@ -83,3 +83,18 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     if not torch.isfinite(x).all():
         return float("inf")
     return float((x - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def adapter_msdeformattn():
+    """The model's MSDeformAttn class (helper "adapter"), loaded from its file so that it also works
+    where mmseg / mmengine are not installed (the GPU machine); None where the file is absent."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "segmentation/mmseg_custom/models/backbones/ms_deform_attn.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("adapter_ms_deform_attn_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MSDeformAttn

@@ -8,8 +8,9 @@ and ``ms_deform_attn::backward`` operators (the schemas, fake implementations an
 * ``cuda``: csrc/cuda_kernels.cu (nvcc; architectures from ``TORCH_CUDA_ARCH_LIST``, else the GPUs
   present, as in ``torch.utils.cpp_extension``).
 
-They land in ``<this folder>/build/<flavour>/ms_deform_attn_<flavour>.so`` next to a stamp of the
-sources and flags, so a stale library is rebuilt rather than loaded. This file imports nothing from
+They land in ``<build root>/<flavour>/ms_deform_attn_<flavour>.so`` next to a stamp of the sources and
+flags, so a stale library is rebuilt rather than loaded. Build root: ``$MS_DEFORM_ATTN_BUILD_DIR``, else
+``<this folder>/build``. Extra nvcc flags: ``$MS_DEFORM_ATTN_NVCC_FLAGS`` (e.g. ``-DMSDA_BATCH=2``). This file imports nothing from
 its package: ``python segmentation/ops/build.py cpu cuda`` works without the project installed.
 """
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pathlib import Path
 
 PKG_DIR = Path(__file__).resolve().parent
 CSRC_DIR = PKG_DIR / "csrc"
-BUILD_ROOT = PKG_DIR / "build"
+BUILD_ROOT = Path(os.environ.get("MS_DEFORM_ATTN_BUILD_DIR") or PKG_DIR / "build")
 SOURCES = {"cpu": ["cpu_kernels.cpp"], "cuda": ["cuda_kernels.cu"]}
 HEADERS = ["common.h"]
 CFLAGS = ["-O3"]
-CUDA_CFLAGS = ["-O3", "-lineinfo", "-Xptxas=-warn-spills"]
+CUDA_CFLAGS = ["-O3", "-lineinfo", "-Xptxas=-warn-spills"] + os.environ.get("MS_DEFORM_ATTN_NVCC_FLAGS", "").split()
 
 
 def library_name(flavour: str) -> str:
@@ -43,9 +44,10 @@ def _stamp(flavour: str) -> str:
     for name in SOURCES[flavour] + HEADERS:
         digest.update((CSRC_DIR / name).read_bytes())
     import torch
-    digest.update(" ".join(CFLAGS + CUDA_CFLAGS).encode())
     digest.update(torch.__version__.encode())
+    digest.update(" ".join(CFLAGS).encode())
     if flavour == "cuda":
+        digest.update(" ".join(CUDA_CFLAGS).encode())
         digest.update(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode())
     return digest.hexdigest()
 

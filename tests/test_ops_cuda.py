@@ -1,0 +1,169 @@
+"""ms_deform_attn CUDA kernels against the fp64 CPU reference (run on an H200: docs/ops.md)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import ms_deform_attn as msda
+from ms_deform_attn import extension
+from ops_cases import CASES, Case, adapter_msdeformattn, level_tensors, make_inputs, oracle, rel_err
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+TOLERANCE = {torch.float64: 1e-11, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_cuda() -> None:
+    """Loads the CUDA kernels (JIT-building them if no built library is found)."""
+    assert extension.native_available("cuda", jit=True), extension.unavailable_reason("cuda")
+
+
+@pytest.fixture
+def poisoned_memory():
+    """torch.empty (the kernels' outputs too) returns NaN-filled memory while this is active."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    yield
+    torch.use_deterministic_algorithms(previous)
+
+
+def run_native(value, shapes, starts, loc, weights, grad_out, deterministic):
+    """The raw operators (outputs from torch.empty) -> out, grad_value, grad_loc, grad_weights."""
+    out = torch.ops.ms_deform_attn.forward(value, shapes, starts, loc, weights)
+    grads = torch.ops.ms_deform_attn.backward(grad_out, value, shapes, starts, loc, weights, deterministic)
+    return (out, *grads)
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{len(c.levels)}P{c.p}D{c.d}N{c.n}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_kernels_match_fp64_reference(case, dtype, deterministic, poisoned_memory):
+    value, shapes, starts, loc, weights = make_inputs(case, seed=17 * CASES.index(case) + DTYPES.index(dtype),
+                                                      dtype=dtype, device="cuda")
+    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
+    got = run_native(value, shapes, starts, loc, weights, grad_out, deterministic)
+    assert got[0].dtype == dtype and got[1].dtype == dtype
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), got, ref):
+        assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_misaligned_value_takes_the_scalar_path(dtype, poisoned_memory):
+    case = CASES[2]
+    value, shapes, starts, loc, weights = make_inputs(case, seed=3, dtype=dtype, device="cuda")
+    storage = torch.empty(value.numel() + 1, dtype=dtype, device="cuda")
+    shifted = storage[1:].view_as(value).copy_(value)  # contiguous, not 16-byte aligned
+    assert shifted.data_ptr() % 16 != 0
+    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda").to(dtype)
+    got = run_native(shifted, shapes, starts, loc, weights, grad_out, False)
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for x, want in zip(got, ref):
+        assert rel_err(x, want) < TOLERANCE[dtype]
+
+
+def test_no_batch_limit():
+    """65 samples (the classic kernel's im2col_step is 64 and needs divisibility)."""
+    case = Case(65, ((5, 3), (2, 2)), 4, 2, 8, 2)
+    value, shapes, starts, loc, weights = make_inputs(case, seed=4, dtype=torch.float32, device="cuda",
+                                                      requires_grad=True)
+    out = msda.ms_deform_attn(value, shapes, starts, loc, weights)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (value, loc, weights), grad_out)
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for x, want in zip((out, *grads), ref):
+        assert rel_err(x, want) < 1e-5
+
+
+def test_deterministic_mode_is_bitwise_reproducible():
+    case = Case(2, ((40, 30), (20, 15)), 3000, 4, 32, 4)
+    value, shapes, starts, loc, weights = make_inputs(case, seed=5, dtype=torch.bfloat16, device="cuda")
+    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda").to(torch.bfloat16)
+    first = run_native(value, shapes, starts, loc, weights, grad_out, True)
+    second = run_native(value, shapes, starts, loc, weights, grad_out, True)
+    atomic = run_native(value, shapes, starts, loc, weights, grad_out, False)
+    for a, b, c in zip(first, second, atomic):
+        assert torch.equal(a, b)
+        assert rel_err(c, a.double().cpu()) < 1e-2
+
+
+def test_public_op_autograd_and_deterministic_switch():
+    case = CASES[3]
+    value, shapes, starts, loc, weights = make_inputs(case, seed=6, dtype=torch.float32, device="cuda",
+                                                      requires_grad=True)
+    assert msda.select_backend(value, len(case.levels)) == "native"
+    grads = []
+    for deterministic in (False, True):
+        msda.set_deterministic(deterministic)
+        try:
+            out = msda.ms_deform_attn(value, shapes, starts, loc, weights)
+            grads.append(torch.autograd.grad(out.square().sum(), (value, loc, weights)))
+        finally:
+            msda.set_deterministic(False)
+    for a, b in zip(*grads):
+        assert rel_err(a, b.double().cpu()) < 1e-5
+
+
+def test_torch_library_registration_and_compile():
+    case = Case(1, ((6, 5), (3, 2)), 7, 2, 8, 2)
+    value, shapes, starts, loc, weights = make_inputs(case, seed=7, dtype=torch.float32, device="cuda",
+                                                      requires_grad=True)
+    torch.library.opcheck(torch.ops.ms_deform_attn.forward.default, (value, shapes, starts, loc, weights))
+
+    def step(v, lo, w):
+        return msda.ms_deform_attn(v, shapes, starts, lo, w, backend="native").square().sum()
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    loss = compiled(value, loc, weights)
+    grads = torch.autograd.grad(loss, (value, loc, weights))
+    expected = torch.autograd.grad(step(value, loc, weights), (value, loc, weights))
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_module_training_step_gradients_agree(autocast):
+    """The model's MSDeformAttn: one step's parameter gradients, native against reference."""
+    module_class = adapter_msdeformattn()
+    if module_class is None:
+        pytest.skip("the adapter's MSDeformAttn module is not in this checkout")
+    torch.manual_seed(0)
+    attn = module_class(d_model=64, n_levels=3, n_heads=4, n_points=4, ratio=0.5).cuda()
+    shapes, starts, s = level_tensors(((16, 12), (8, 6), (4, 3)), device="cuda")
+    query, feats = torch.randn(2, 50, 64, device="cuda"), torch.randn(2, s, 64, device="cuda")
+    ref_points = torch.rand(2, 50, 3, 2, device="cuda")
+    grads = {}
+    for backend in ("reference", "native"):
+        attn.zero_grad()
+        with msda.use_backend(backend), torch.autocast("cuda", torch.bfloat16, enabled=autocast):
+            loss = attn(query, ref_points, feats, shapes, starts).float().square().mean()
+        loss.backward()
+        grads[backend] = {k: p.grad.clone() for k, p in attn.named_parameters()}
+    for k, g in grads["native"].items():
+        assert rel_err(g, grads["reference"][k].double().cpu()) < (2e-2 if autocast else 1e-5), k
+
+
+def test_unbuilt_kernels_fall_back_with_one_warning(tmp_path):
+    code = """
+import warnings, torch, ms_deform_attn as m
+v = torch.randn(1, 6, 2, 4, device='cuda')
+args = (v, torch.tensor([[2, 3]], device='cuda'), torch.tensor([0], device='cuda'),
+        torch.rand(1, 5, 2, 1, 2, 2, device='cuda'), torch.rand(1, 5, 2, 1, 2, device='cuda'))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    outs = [m.ms_deform_attn(*args) for _ in range(3)]
+ref = m.ms_deform_attn_reference(*args)
+print(len(caught), 'make.sh' in str(caught[0].message), all(torch.equal(o, ref) for o in outs))
+"""
+    env = {**os.environ, "MS_DEFORM_ATTN_JIT": "0", "MS_DEFORM_ATTN_BUILD_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "True", "True"], result.stdout + result.stderr
