@@ -18,8 +18,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type="LoadMultiModalImages", modalities=modalities, channels=[3, 3]),
-    dict(type="MultiModalResize", img_scale=crop_size, seg_scale=crop_size, keep_ratio=True),
     dict(type="LoadMultiModalAnnotations"),
+    dict(type="MultiModalResize", img_scale=crop_size, seg_scale=crop_size, keep_ratio=True),
     dict(type="PackMultiModalInputs"),
 ]
 train_dataloader = dict(

@@ -17,8 +17,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type="LoadMultiModalImages", modalities=modalities, channels=[3, 3]),
-    dict(type="MultiModalResize", img_scale=crop_size, seg_scale=crop_size, keep_ratio=True),
     dict(type="LoadMultiModalAnnotations"),
+    dict(type="MultiModalResize", img_scale=crop_size, seg_scale=crop_size, keep_ratio=True),
     dict(type="PackMultiModalInputs"),
 ]
 model = dict(data_preprocessor=dict(size=crop_size), test_cfg=dict(dim=crop_size))
