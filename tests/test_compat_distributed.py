@@ -17,42 +17,50 @@ WORKER = textwrap.dedent("""
     from mmengine.model import MMDistributedDataParallel
     from mmseg_custom.compat import DeviceAwareDistributedDataParallel, init_distributed
 
+    out_dir, wrapper = sys.argv[1], sys.argv[2]
     init_distributed("pytorch")
     rank = dist.get_rank()
     assert dist.get_backend() == "gloo"
-    try:
-        MMDistributedDataParallel(module=torch.nn.Linear(3, 1), device_ids=[rank])
-        plain = "ok"
-    except ValueError as err:
-        plain = "refused"
+    cls = MMDistributedDataParallel if wrapper == "mmengine" else DeviceAwareDistributedDataParallel
     torch.manual_seed(0)
-    model = DeviceAwareDistributedDataParallel(module=torch.nn.Linear(3, 1, bias=False),
-                                               device_ids=[rank])
-    x = torch.full((1, 3), float(rank + 1))
-    model(x).sum().backward()
-    grad = model.module.weight.grad.clone()
-    with open(os.path.join(sys.argv[1], f"rank{rank}.txt"), "w") as f:
-        f.write(plain + " " + " ".join(f"{v:.6f}" for v in grad.flatten().tolist()))
+    try:
+        model = cls(module=torch.nn.Linear(3, 1, bias=False), device_ids=[rank])
+    except ValueError:
+        result = "refused"
+    else:
+        model(torch.full((1, 3), float(rank + 1))).sum().backward()
+        result = " ".join(f"{v:.6f}" for v in model.module.weight.grad.flatten().tolist())
+    with open(os.path.join(out_dir, f"{wrapper}{rank}.txt"), "w") as f:
+        f.write(result)
     dist.destroy_process_group()
 """)
+
+
+def _torchrun(tmp_path, nproc: int, wrapper: str, port: int) -> list[str]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={port}", str(script), str(tmp_path), wrapper]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-12000:]
+    return [(tmp_path / f"{wrapper}{r}.txt").read_text() for r in range(nproc)]
+
+
+@pytest.mark.slow
+def test_mmengine_ddp_wrapper_refuses_cpu_module(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only path")
+    # mmengine's default wrapper passes device_ids for a CPU module: DDP refuses it
+    assert _torchrun(tmp_path, 1, "mmengine", 29631) == ["refused"]
 
 
 @pytest.mark.slow
 def test_cpu_ddp_with_gloo(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("checks the CPU-only path")
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29631", str(script), str(tmp_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    outputs = [(tmp_path / f"rank{r}.txt").read_text().split() for r in range(2)]
-    # mmengine's default wrapper (device_ids on a CPU module) is refused by DDP ...
-    assert outputs[0][0] == outputs[1][0] == "refused"
-    # ... ours averages the gradients of both ranks: inputs 1 and 2 -> mean 1.5
-    for out in outputs:
-        assert [float(v) for v in out[1:]] == pytest.approx([1.5, 1.5, 1.5])
+    # ours drops device_ids and averages the gradients of both ranks: inputs 1 and 2 -> 1.5
+    for out in _torchrun(tmp_path, 2, "ours", 29632):
+        assert [float(v) for v in out.split()] == pytest.approx([1.5, 1.5, 1.5])
 
 
 def test_configure_runtime_cpu():

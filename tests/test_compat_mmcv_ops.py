@@ -21,12 +21,18 @@ def test_mmseg_models_import_with_plugin():
 def test_standin_inactive_when_real_ops_exist():
     code = (
         "import sys, types, mmcv\n"
-        "real = types.ModuleType('mmcv.ops'); real.point_sample = 'real'\n"
+        "real = types.ModuleType('mmcv.ops')\n"
+        "def real_getattr(name):\n"
+        "    if name.startswith('__'):\n"
+        "        raise AttributeError(name)\n"
+        "    return 'real ' + name\n"
+        "real.__getattr__ = real_getattr\n"
         "sys.modules['mmcv.ops'] = real; mmcv.ops = real\n"
         "from mmseg_custom.compat import install_mmcv_ops_standin\n"
         "assert install_mmcv_ops_standin() is False\n"
         "import mmcv.ops\n"
-        "assert mmcv.ops.point_sample == 'real'\n"
+        "assert mmcv.ops.point_sample == 'real point_sample'\n"
+        "import mmseg.models\n"
         "print('OK')\n")
     result = run_python(code)
     assert result.returncode == 0, result.stderr
