@@ -36,7 +36,10 @@ def poisoned_memory():
 
 
 def run_native(value, shapes, starts, loc, weights, grad_out, deterministic):
-    """The raw operators (outputs from torch.empty) -> out, grad_value, grad_loc, grad_weights."""
+    """The raw operators (outputs from torch.empty) -> out, grad_value, grad_loc, grad_weights.
+    Locations and weights go in the accumulation dtype, as ``native_forward`` passes them."""
+    acc = torch.float64 if value.dtype == torch.float64 else torch.float32
+    loc, weights = loc.to(acc), weights.to(acc)
     out = torch.ops.ms_deform_attn.forward(value, shapes, starts, loc, weights)
     grads = torch.ops.ms_deform_attn.backward(grad_out, value, shapes, starts, loc, weights, deterministic)
     return (out, *grads)

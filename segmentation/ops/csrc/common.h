@@ -34,6 +34,7 @@ struct Corners {
   A w[4];     // bilinear weights (attention weight not included); 0 where s == -1
   A lh, lw;   // fractional parts of h and w (for the location gradient)
   bool valid; // inside the window -1 < h < H, -1 < w < W
+  int cell;   // (y0 + 1) * (W + 1) + (x0 + 1) in the level's (H + 1) x (W + 1) corner grid; -1 if invalid
 };
 
 // Branch-free (the GPU kernels issue all gathers of a batch of samples at once): coordinates of an
@@ -57,6 +58,7 @@ MSDA_HD Corners<A> bilinear_corners(A x, A y, int height, int width, int start) 
   const bool top = c.valid && h0 >= 0, bottom = c.valid && h0 + 1 <= height - 1;
   const bool left = w0 >= 0, right = w0 + 1 <= width - 1;
   const int row0 = start + h0 * width + w0;
+  c.cell = c.valid ? (h0 + 1) * (width + 1) + (w0 + 1) : -1;
   c.s[0] = top && left ? row0 : -1;
   c.s[1] = top && right ? row0 + 1 : -1;
   c.s[2] = bottom && left ? row0 + width : -1;

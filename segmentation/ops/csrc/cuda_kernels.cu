@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAStream.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/searchsorted.h>
@@ -27,6 +28,8 @@
 #include <torch/library.h>
 
 #include <climits>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 
 #include "common.h"
@@ -41,8 +44,12 @@ namespace {
 #ifndef MSDA_BATCH
 #define MSDA_BATCH 4
 #endif
+#ifndef MSDA_MIN_BLOCKS  // 1: no register cap, so ptxas keeps all gathers of a batch in flight
+#define MSDA_MIN_BLOCKS 1
+#endif
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
+constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
@@ -187,6 +194,8 @@ __device__ __forceinline__ void atomic_add_lane(A* dst, A coef, const A g[V], in
 
 struct LevelTable {
   int height[kMaxLevels], width[kMaxLevels], start[kMaxLevels];
+  int cell_start[kMaxLevels];  // offset of each level's (H + 1) x (W + 1) corner grid
+  int cells;                   // corner-grid cells per (batch, head)
 };
 
 __device__ __forceinline__ void load_levels(LevelTable& t, const int64_t* shapes, const int64_t* starts, int levels) {
@@ -196,6 +205,15 @@ __device__ __forceinline__ void load_levels(LevelTable& t, const int64_t* shapes
     t.start[threadIdx.x] = static_cast<int>(starts[threadIdx.x]);
   }
   __syncthreads();
+  if (threadIdx.x == 0) {
+    int cells = 0;
+    for (int l = 0; l < levels; ++l) {
+      t.cell_start[l] = cells;
+      cells += (t.height[l] + 1) * (t.width[l] + 1);
+    }
+    t.cells = cells;
+  }
+  __syncthreads();
 }
 
 struct Dims {
@@ -203,84 +221,42 @@ struct Dims {
   int s, m, d, lq, levels, points, log2g;
 };
 
+// Per-group tables in shared memory: one slot per sample of the current chunk. A chunk has
+// max(G, kBatch) samples; each lane of the group computes the bilinear corners of chunk samples
+// lane, lane + G, ... once, and every lane of the group reads them back (broadcast reads).
+template <typename A> struct ForwardSlot {
+  int4 row;  // spatial index of the four corners, -1 = zero
+  A w[4];    // attention weight x bilinear weight
+};
+template <typename A> struct BackwardSlot {
+  int4 row;
+  A lh, lw, a;
+  int key;   // corner-grid cell of the sample (its value-gradient bucket), -1 = outside the window
+};
+
+// One binned sample of the value gradient: contributes a * bilinear weight * grad_out[group] to
+// the four value rows around its cell.
+template <typename A> struct alignas(16) Entry {
+  A a, lh, lw;
+  int group;
+};
+
 template <typename T, bool ALIGNED>
-__global__ void __launch_bounds__(kThreads) forward_kernel(
+__global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
     const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
   using A = acc_t<T>;
   constexpr int V = kVec<T>;
   __shared__ LevelTable lv;
+  __shared__ ForwardSlot<A> slots[kThreads * kBatch];
   load_levels(lv, shapes, starts, dims.levels);
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t group = thread >> dims.log2g;
-  const int c0 = static_cast<int>(thread & ((1 << dims.log2g) - 1)) * V;
-  if (group >= dims.groups || c0 >= dims.d) return;
-  const int m = static_cast<int>(group % dims.m);
-  const int64_t n = group / (static_cast<int64_t>(dims.lq) * dims.m);
-  const int valid = min(V, dims.d - c0);
-  const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
-  const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + c0;
-  const int samples = dims.levels * dims.points;
-  const A* lg = loc + group * samples * 2;
-  const A* ag = attn + group * samples;
-
-  A acc[V];
-#pragma unroll
-  for (int v = 0; v < V; ++v) acc[v] = A(0);
-  for (int j0 = 0; j0 < samples; j0 += kBatch) {
-    int idx[kBatch][4];
-    A wgt[kBatch][4];
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-      // past the last sample: repeat it with weight 0 (keeps this phase branch-free)
-      const int j = min(j0 + i, samples - 1);
-      const int l = j / dims.points;
-      const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
-                                               lv.width[l], lv.start[l]);
-      const A a = j0 + i < samples ? __ldg(ag + j) : A(0);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        idx[i][k] = c.s[k];
-        wgt[i][k] = a * c.w[k];
-      }
-    }
-    LaneData<T, ALIGNED> data[kBatch][4];
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) gather_row(data[i][k], vbase, idx[i][k], row_stride, valid);
-    }
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        A x[V];
-        data[i][k].get(x);
-#pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] += wgt[i][k] * x[v];
-      }
-    }
-  }
-  store_lane<T, ALIGNED>(out + group * dims.d + c0, acc, valid);
-}
-
-template <typename T, bool ALIGNED, bool DET>
-__global__ void __launch_bounds__(kThreads) backward_kernel(
-    const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
-    const int64_t* __restrict__ starts, const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn,
-    acc_t<T>* __restrict__ grad_value, int* __restrict__ keys, acc_t<T>* __restrict__ coefs,
-    acc_t<T>* __restrict__ grad_loc, acc_t<T>* __restrict__ grad_attn, Dims dims) {
-  using A = acc_t<T>;
-  constexpr int V = kVec<T>;
-  __shared__ LevelTable lv;
-  load_levels(lv, shapes, starts, dims.levels);
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t group = thread >> dims.log2g;
   const int G = 1 << dims.log2g;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t group = thread >> dims.log2g;
   const int lane = static_cast<int>(thread & (G - 1));
   const int c0 = lane * V;
-  // Lanes past the end stay in the loop (the group reductions use full-warp shuffles): they read
-  // the last group's inputs and write nothing.
+  // Lanes past the end stay to the end (warp-synchronous shared-memory tables): they read the
+  // last group's inputs and write nothing.
   const bool active = group < dims.groups;
   const int64_t read_group = active ? group : dims.groups - 1;
   const bool has_ch = active && c0 < dims.d;
@@ -292,6 +268,104 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
   const int samples = dims.levels * dims.points;
   const A* lg = loc + read_group * samples * 2;
   const A* ag = attn + read_group * samples;
+  const int chunk = max(G, kBatch);
+  ForwardSlot<A>* table = slots + (threadIdx.x >> dims.log2g) * chunk;
+
+  A acc[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = A(0);
+  for (int j0 = 0; j0 < samples; j0 += chunk) {
+    for (int i = lane; i < chunk; i += G) {
+      const int j = min(j0 + i, samples - 1);
+      const int l = j / dims.points;
+      const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
+                                               lv.width[l], lv.start[l]);
+      const A a = j0 + i < samples ? __ldg(ag + j) : A(0);
+      ForwardSlot<A> slot;
+      slot.row = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) slot.w[k] = a * c.w[k];
+      table[i] = slot;
+    }
+    __syncwarp();
+    const int count = min(chunk, samples - j0);
+    for (int i0 = 0; i0 < count; i0 += kBatch) {
+      int idx[kBatch][4];
+      A wgt[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const ForwardSlot<A> slot = table[min(i0 + b, count - 1)];
+        const bool real = has_ch && i0 + b < count;
+        idx[b][0] = real ? slot.row.x : -1;
+        idx[b][1] = real ? slot.row.y : -1;
+        idx[b][2] = real ? slot.row.z : -1;
+        idx[b][3] = real ? slot.row.w : -1;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) wgt[b][k] = real ? slot.w[k] : A(0);
+      }
+      LaneData<T, ALIGNED> data[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
+      }
+      // all gathers of the batch are in flight; sum each sample's corners, then the samples
+      A part[kBatch][V];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        A x[4][V];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) data[b][k].get(x[k]);
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+          part[b][v] = wgt[b][0] * x[0][v] + wgt[b][1] * x[1][v] + wgt[b][2] * x[2][v] + wgt[b][3] * x[3][v];
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] += part[b][v];
+      }
+    }
+    __syncwarp();
+  }
+  if (has_ch) store_lane<T, ALIGNED>(out + group * dims.d + c0, acc, valid);
+}
+
+enum ValueGradMode { kBinned = 0, kAtomic = 1 };
+
+// Location and weight gradients, and the value gradient's raw material: either binned samples
+// (keys + entries, indexed by sample) or, in kAtomic mode, fp32 atomics into a zeroed buffer.
+template <typename T, bool ALIGNED, int MODE>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
+    const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
+    const int64_t* __restrict__ starts, const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn,
+    acc_t<T>* __restrict__ grad_value_acc, int* __restrict__ keys, Entry<acc_t<T>>* __restrict__ entries,
+    acc_t<T>* __restrict__ grad_loc, acc_t<T>* __restrict__ grad_attn, Dims dims) {
+  using A = acc_t<T>;
+  constexpr int V = kVec<T>;
+  __shared__ LevelTable lv;
+  __shared__ BackwardSlot<A> slots[kThreads * kBatch];
+  load_levels(lv, shapes, starts, dims.levels);
+  const int G = 1 << dims.log2g;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t group = thread >> dims.log2g;
+  const int lane = static_cast<int>(thread & (G - 1));
+  const int c0 = lane * V;
+  const bool active = group < dims.groups;
+  const int64_t read_group = active ? group : dims.groups - 1;
+  const bool has_ch = active && c0 < dims.d;
+  const int m = static_cast<int>(read_group % dims.m);
+  const int64_t n = read_group / (static_cast<int64_t>(dims.lq) * dims.m);
+  const int valid = max(0, min(V, dims.d - c0));
+  const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
+  const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
+  const int samples = dims.levels * dims.points;
+  const A* lg = loc + read_group * samples * 2;
+  const A* ag = attn + read_group * samples;
+  const int chunk = max(G, kBatch);
+  BackwardSlot<A>* table = slots + (threadIdx.x >> dims.log2g) * chunk;
+  const int key_base = static_cast<int>((n * dims.m + m) * lv.cells);
 
   A g[V];
   {
@@ -300,103 +374,169 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     else d.zero();
     d.get(g);
   }
-  for (int j0 = 0; j0 < samples; j0 += kBatch) {
-    Corners<A> c[kBatch];
-    A a[kBatch];
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
+  for (int j0 = 0; j0 < samples; j0 += chunk) {
+    for (int i = lane; i < chunk; i += G) {
       const int j = min(j0 + i, samples - 1);
       const int l = j / dims.points;
-      c[i] = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l], lv.width[l], lv.start[l]);
-      a[i] = j0 + i < samples ? __ldg(ag + j) : A(0);
-    }
-    LaneData<T, ALIGNED> data[kBatch][4];
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) gather_row(data[i][k], vbase, has_ch ? c[i].s[k] : -1, row_stride, valid);
-    }
-#pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-      const int j = j0 + i;
-      A dot[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        A x[V];
-        data[i][k].get(x);
-        A sum = A(0);
-#pragma unroll
-        for (int v = 0; v < V; ++v) sum += g[v] * x[v];
-        dot[k] = sum;
-      }
-      A grad_a = c[i].w[0] * dot[0] + c[i].w[1] * dot[1] + c[i].w[2] * dot[2] + c[i].w[3] * dot[3];
-      A grad_h, grad_w;
-      bilinear_grads(c[i], dot, &grad_h, &grad_w);
-      for (int offset = G >> 1; offset > 0; offset >>= 1) {
-        grad_a += __shfl_xor_sync(0xffffffffu, grad_a, offset);
-        grad_h += __shfl_xor_sync(0xffffffffu, grad_h, offset);
-        grad_w += __shfl_xor_sync(0xffffffffu, grad_w, offset);
-      }
-      if (active && j < samples) {
+      const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
+                                               lv.width[l], lv.start[l]);
+      BackwardSlot<A> slot;
+      slot.row = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+      slot.lh = c.lh;
+      slot.lw = c.lw;
+      slot.a = j0 + i < samples ? __ldg(ag + j) : A(0);
+      slot.key = c.valid ? key_base + lv.cell_start[l] + c.cell : -1;
+      table[i] = slot;
+      if (MODE == kBinned && active && j0 + i < samples) {
         const int64_t e = group * samples + j;
-        if (lane == (j & (G - 1))) {
-          const int l = j / dims.points;
-          grad_attn[e] = grad_a;
-          grad_loc[2 * e] = c[i].valid ? a[i] * grad_w * static_cast<A>(lv.width[l]) : A(0);
-          grad_loc[2 * e + 1] = c[i].valid ? a[i] * grad_h * static_cast<A>(lv.height[l]) : A(0);
+        keys[e] = slot.key >= 0 ? slot.key : INT_MAX;
+        Entry<A> entry;
+        entry.a = slot.a;
+        entry.lh = c.lh;
+        entry.lw = c.lw;
+        entry.group = static_cast<int>(group);
+        entries[e] = entry;
+      }
+    }
+    __syncwarp();
+    const int count = min(chunk, samples - j0);
+    for (int i0 = 0; i0 < count; i0 += kBatch) {
+      BackwardSlot<A> sl[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) sl[b] = table[min(i0 + b, count - 1)];
+      LaneData<T, ALIGNED> data[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const bool real = has_ch && i0 + b < count;
+        const int rows[4] = {sl[b].row.x, sl[b].row.y, sl[b].row.z, sl[b].row.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) gather_row(data[b][k], vbase, real ? rows[k] : -1, row_stride, valid);
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        A dot[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          A x[V];
+          data[b][k].get(x);
+          A sum = A(0);
+#pragma unroll
+          for (int v = 0; v < V; ++v) sum += g[v] * x[v];
+          dot[k] = sum;
         }
-        if constexpr (DET) {
+        Corners<A> c;  // the parts bilinear_grads reads
+        c.lh = sl[b].lh;
+        c.lw = sl[b].lw;
+        const A hh = A(1) - c.lh, hw = A(1) - c.lw;
+        const A w[4] = {hh * hw, hh * c.lw, c.lh * hw, c.lh * c.lw};
+        A grad_a = w[0] * dot[0] + w[1] * dot[1] + w[2] * dot[2] + w[3] * dot[3];
+        A grad_h, grad_w;
+        bilinear_grads(c, dot, &grad_h, &grad_w);
+        for (int offset = G >> 1; offset > 0; offset >>= 1) {
+          grad_a += __shfl_xor_sync(0xffffffffu, grad_a, offset);
+          grad_h += __shfl_xor_sync(0xffffffffu, grad_h, offset);
+          grad_w += __shfl_xor_sync(0xffffffffu, grad_w, offset);
+        }
+        const int i = i0 + b;
+        if (active && i < count && ((i & (G - 1)) == lane)) {
+          const int j = j0 + i;
+          const int l = j / dims.points;
+          const int64_t e = group * samples + j;
+          const bool inside = sl[b].key >= 0;
+          grad_attn[e] = grad_a;
+          grad_loc[2 * e] = inside ? sl[b].a * grad_w * static_cast<A>(lv.width[l]) : A(0);
+          grad_loc[2 * e + 1] = inside ? sl[b].a * grad_h * static_cast<A>(lv.height[l]) : A(0);
+        }
+        if constexpr (MODE == kAtomic) {
+          const int rows[4] = {sl[b].row.x, sl[b].row.y, sl[b].row.z, sl[b].row.w};
+          if (has_ch && i0 + b < count) {
 #pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            if ((k & (G - 1)) == lane) {
-              const int s = c[i].s[k];
-              keys[4 * e + k] = s >= 0 ? static_cast<int>((n * dims.s + s) * dims.m + m) : INT_MAX;
-              coefs[4 * e + k] = a[i] * c[i].w[k];
-            }
-          }
-        } else if (has_ch) {
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const int s = c[i].s[k];
-            if (s >= 0) {
-              atomic_add_lane<A, V, ALIGNED>(grad_value + ((n * dims.s + s) * dims.m + m) * dims.d + c0,
-                                             a[i] * c[i].w[k], g, valid);
+            for (int k = 0; k < 4; ++k) {
+              if (rows[k] >= 0) {
+                atomic_add_lane<A, V, ALIGNED>(grad_value_acc + ((n * dims.s + rows[k]) * dims.m + m) * dims.d + c0,
+                                               sl[b].a * w[k], g, valid);
+              }
             }
           }
         }
       }
     }
+    __syncwarp();
   }
 }
 
-// Deterministic value gradient: one group per value row sums its (sorted) contributions in order.
+// Bucket fill of the binned value gradient (default, non-deterministic order within a bucket).
+__global__ void count_keys_kernel(const int* __restrict__ keys, int* __restrict__ counts, int64_t num) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (e < num && keys[e] != INT_MAX) atomicAdd(counts + keys[e] + 1, 1);
+}
+
+__global__ void fill_buckets_kernel(const int* __restrict__ keys, int* __restrict__ cursor, int* __restrict__ perm,
+                                    int64_t num) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (e < num && keys[e] != INT_MAX) perm[atomicAdd(cursor + keys[e], 1)] = static_cast<int>(e);
+}
+
+// Value gradient, one group per value row (n, s, m): sums the binned samples of the four corner-grid
+// cells whose bilinear footprint covers the row, in bucket order; writes every row once (no
+// zero-fill, no atomics, fp32 accumulation, rounding to T once).
 template <typename T, bool ALIGNED>
-__global__ void __launch_bounds__(kThreads) gather_value_grad_kernel(
-    const T* __restrict__ grad_out, const int64_t* __restrict__ perm, const int64_t* __restrict__ row_ptr,
-    const acc_t<T>* __restrict__ coefs, T* __restrict__ grad_value, int64_t rows, int d, int entries_per_group,
-    int log2g) {
+__global__ void __launch_bounds__(kThreads) value_grad_kernel(
+    const T* __restrict__ grad_out, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
+    const Entry<acc_t<T>>* __restrict__ entries, const int* __restrict__ perm, const int* __restrict__ offsets,
+    T* __restrict__ grad_value, int64_t rows, Dims dims) {
   using A = acc_t<T>;
   constexpr int V = kVec<T>;
+  constexpr int kUnroll = 4;
+  __shared__ LevelTable lv;
+  load_levels(lv, shapes, starts, dims.levels);
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t row = thread >> log2g;
-  const int c0 = static_cast<int>(thread & ((1 << log2g) - 1)) * V;
-  if (row >= rows || c0 >= d) return;
-  const int valid = min(V, d - c0);
+  const int64_t row = thread >> dims.log2g;
+  const int c0 = static_cast<int>(thread & ((1 << dims.log2g) - 1)) * V;
+  if (row >= rows || c0 >= dims.d) return;
+  const int valid = min(V, dims.d - c0);
+  const int m = static_cast<int>(row % dims.m);
+  const int64_t ns = row / dims.m;
+  const int s = static_cast<int>(ns % dims.s);
+  const int64_t n = ns / dims.s;
+  int l = 0;
+  for (int k = 1; k < dims.levels; ++k) l = s >= lv.start[k] ? k : l;
+  const int width = lv.width[l];
+  const int local = s - lv.start[l];
+  const int y = local / width, x = local - (local / width) * width;
+  const int base = static_cast<int>((n * dims.m + m) * lv.cells) + lv.cell_start[l];
+  // cell of the samples for which this row is corner k: (y0, x0) = (y, x), (y, x-1), (y-1, x), (y-1, x-1)
+  const int cells[4] = {base + (y + 1) * (width + 1) + x + 1, base + (y + 1) * (width + 1) + x,
+                        base + y * (width + 1) + x + 1, base + y * (width + 1) + x};
   A acc[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = A(0);
-  const int64_t end = row_ptr[row + 1];
-  for (int64_t e = row_ptr[row]; e < end; ++e) {
-    const int64_t src = perm[e];
-    const A coef = coefs[src];
-    LaneData<T, ALIGNED> data;
-    data.load(grad_out + (src / entries_per_group) * d + c0, valid);
-    A x[V];
-    data.get(x);
 #pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] += coef * x[v];
+  for (int k = 0; k < 4; ++k) {
+    const int end = __ldg(offsets + cells[k] + 1);
+    for (int e = __ldg(offsets + cells[k]); e < end; e += kUnroll) {
+      int src[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) src[u] = __ldg(perm + min(e + u, end - 1));
+      Entry<A> en[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) en[u] = entries[src[u]];
+      LaneData<T, ALIGNED> gd[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) gd[u].load(grad_out + static_cast<int64_t>(en[u].group) * dims.d + c0, valid);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const A wy = (k & 2) ? en[u].lh : A(1) - en[u].lh;
+        const A wx = (k & 1) ? en[u].lw : A(1) - en[u].lw;
+        const A coef = e + u < end ? en[u].a * wy * wx : A(0);
+        A xg[V];
+        gd[u].get(xg);
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] += coef * xg[v];
+      }
+    }
   }
-  store_lane<T, ALIGNED>(grad_value + row * d + c0, acc, valid);
+  store_lane<T, ALIGNED>(grad_value + row * dims.d + c0, acc, valid);
 }
 
 template <typename T> struct CudaType { using type = T; };
@@ -458,6 +598,12 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
   return out;
 }
 
+// kAtomic instead of the binned value gradient: MSDA_VALUE_GRAD=atomic (kept for comparison).
+bool atomic_value_grad() {
+  const char* mode = std::getenv("MSDA_VALUE_GRAD");
+  return mode != nullptr && std::string(mode) == "atomic";
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn, bool deterministic) {
@@ -468,18 +614,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
   const c10::cuda::CUDAGuard guard(value.device());
   at::Tensor grad_loc = at::empty_like(loc);
   at::Tensor grad_attn = at::empty_like(attn);
+  const int64_t groups = geo.n * geo.lq * geo.m;
+  if (groups == 0 || geo.s == 0) {
+    grad_loc.zero_();
+    grad_attn.zero_();
+    return {at::zeros_like(value), grad_loc, grad_attn};
+  }
+  const int64_t samples = groups * geo.levels * geo.points;
+  // corner-grid cells: sum_l (H_l + 1)(W_l + 1) <= 2 S + 2 L per (batch, head) (no host sync)
+  const int64_t cells = geo.n * geo.m * (2 * geo.s + 2 * geo.levels);
+  TORCH_CHECK(samples < INT_MAX && cells < INT_MAX, "ms_deform_attn: too many samples for the CUDA backward");
   at::Tensor grad_value;
   dispatch_value_type(value.scalar_type(), [&](auto tag) {
     using S = decltype(tag);
     using T = typename CudaType<S>::type;
     using A = acc_t<T>;
     const int log2g = log2_group(geo.d, kVec<T>);
-    const Dims dims{geo.n * geo.lq * geo.m, static_cast<int>(geo.s), static_cast<int>(geo.m),
-                    static_cast<int>(geo.d), static_cast<int>(geo.lq), static_cast<int>(geo.levels),
-                    static_cast<int>(geo.points), log2g};
+    const Dims dims{groups, static_cast<int>(geo.s), static_cast<int>(geo.m), static_cast<int>(geo.d),
+                    static_cast<int>(geo.lq), static_cast<int>(geo.levels), static_cast<int>(geo.points), log2g};
     const bool aligned = geo.d % kVec<T> == 0 && aligned16(value) && aligned16(grad_output);
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    const auto blocks = blocks_for(dims.groups << log2g);
+    const auto blocks = blocks_for(groups << log2g);
     const T* go = reinterpret_cast<const T*>(grad_output.data_ptr<S>());
     const T* val = reinterpret_cast<const T*>(value.data_ptr<S>());
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
@@ -488,56 +643,59 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const A* ap = attn.data_ptr<A>();
     A* glp = grad_loc.data_ptr<A>();
     A* gap = grad_attn.data_ptr<A>();
-    if (dims.groups == 0 || geo.s == 0) {
-      grad_loc.zero_();
-      grad_attn.zero_();
-      grad_value = at::zeros_like(value);
-      return;
-    }
-    if (!deterministic) {
+    if (atomic_value_grad() && !deterministic) {
       at::Tensor buffer = at::zeros(value.sizes(), value.options().dtype(loc.scalar_type()));
       A* buf = buffer.data_ptr<A>();
       if (aligned) {
-        backward_kernel<T, true, false><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
-                                                                         nullptr, glp, gap, dims);
+        backward_kernel<T, true, kAtomic><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
+                                                                           nullptr, glp, gap, dims);
       } else {
-        backward_kernel<T, false, false><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
-                                                                          nullptr, glp, gap, dims);
+        backward_kernel<T, false, kAtomic><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
+                                                                            nullptr, glp, gap, dims);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       grad_value = buffer.to(value.scalar_type());
       return;
     }
-    const int64_t entries = dims.groups * dims.levels * dims.points * 4;
-    const int64_t rows = geo.n * geo.s * geo.m;
-    at::Tensor keys = at::empty({entries}, value.options().dtype(at::kInt));
-    at::Tensor coefs = at::empty({entries}, loc.options());
+    const auto int_opts = value.options().dtype(at::kInt);
+    at::Tensor keys = at::empty({samples}, int_opts);
+    at::Tensor entries = at::empty({samples * static_cast<int64_t>(sizeof(Entry<A>))}, value.options().dtype(at::kByte));
+    auto* ent = reinterpret_cast<Entry<A>*>(entries.data_ptr<uint8_t>());
     if (aligned) {
-      backward_kernel<T, true, true><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
-                                                                      keys.data_ptr<int>(), coefs.data_ptr<A>(),
-                                                                      glp, gap, dims);
+      backward_kernel<T, true, kBinned><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
+                                                                         keys.data_ptr<int>(), ent, glp, gap, dims);
     } else {
-      backward_kernel<T, false, true><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
-                                                                       keys.data_ptr<int>(), coefs.data_ptr<A>(),
-                                                                       glp, gap, dims);
+      backward_kernel<T, false, kBinned><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
+                                                                          keys.data_ptr<int>(), ent, glp, gap, dims);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-    const at::Tensor& sorted_keys = std::get<0>(sorted);
-    const at::Tensor& perm = std::get<1>(sorted);
-    const at::Tensor row_ptr = at::searchsorted(sorted_keys, at::arange(rows + 1, keys.options()));
+    at::Tensor perm, offsets;
+    if (deterministic) {  // buckets in sample order: stable sort by cell
+      const auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+      perm = std::get<1>(sorted).to(at::kInt);
+      offsets = at::searchsorted(std::get<0>(sorted), at::arange(cells + 1, int_opts)).to(at::kInt);
+    } else {  // counting sort: histogram, scan, atomic slot claims
+      at::Tensor counts = at::zeros({cells + 1}, int_opts);
+      const auto sample_blocks = blocks_for(samples);
+      count_keys_kernel<<<sample_blocks, kThreads, 0, stream>>>(keys.data_ptr<int>(), counts.data_ptr<int>(), samples);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      offsets = at::cumsum(counts, 0, at::kInt);
+      at::Tensor cursor = offsets.clone();
+      perm = at::empty({samples}, int_opts);
+      fill_buckets_kernel<<<sample_blocks, kThreads, 0, stream>>>(keys.data_ptr<int>(), cursor.data_ptr<int>(),
+                                                                  perm.data_ptr<int>(), samples);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     grad_value = at::empty_like(value);
-    const auto gather_blocks = blocks_for(rows << log2g);
-    const int per_group = dims.levels * dims.points * 4;
+    const int64_t rows = geo.n * geo.s * geo.m;
+    const auto row_blocks = blocks_for(rows << log2g);
     T* gv = reinterpret_cast<T*>(grad_value.data_ptr<S>());
     if (aligned) {
-      gather_value_grad_kernel<T, true><<<gather_blocks, kThreads, 0, stream>>>(
-          go, perm.data_ptr<int64_t>(), row_ptr.data_ptr<int64_t>(), coefs.data_ptr<A>(), gv, rows,
-          dims.d, per_group, log2g);
+      value_grad_kernel<T, true><<<row_blocks, kThreads, 0, stream>>>(go, shp, st, ent, perm.data_ptr<int>(),
+                                                                      offsets.data_ptr<int>(), gv, rows, dims);
     } else {
-      gather_value_grad_kernel<T, false><<<gather_blocks, kThreads, 0, stream>>>(
-          go, perm.data_ptr<int64_t>(), row_ptr.data_ptr<int64_t>(), coefs.data_ptr<A>(), gv, rows,
-          dims.d, per_group, log2g);
+      value_grad_kernel<T, false><<<row_blocks, kThreads, 0, stream>>>(go, shp, st, ent, perm.data_ptr<int>(),
+                                                                       offsets.data_ptr<int>(), gv, rows, dims);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
