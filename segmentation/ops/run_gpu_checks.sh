@@ -6,8 +6,7 @@
 #
 # Writes env.txt, build.txt, gpu_tests.txt (pytest of tests/test_ops_{cuda,cpu}.py), benchmark.md
 # (python -m ms_deform_attn.benchmark, the full table), profile.txt (kernel time breakdown of one
-# fwd+bwd), variants.md (the kernels' compile-time knobs and the atomic value gradient, timed on a
-# subset) and ncu.txt (Nsight Compute: speed of light, occupancy, warp stalls of the kernels).
+# fwd+bwd), variants.md (the kernels' compile-time knobs, timed on a subset) and ncu.txt (Nsight Compute: speed of light, occupancy, warp stalls of the kernels).
 # Architectures: $TORCH_CUDA_ARCH_LIST, default 9.0 (the H200 these figures come from).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,7 +17,7 @@ ln -s "$repo/segmentation/ops" "$pkgs/ms_deform_attn"
 export PYTHONPATH="$pkgs${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
-variants=("-DMSDA_BATCH=2" "-DMSDA_THREADS=256" "-DMSDA_MIN_BLOCKS=6")
+variants=("-DMSDA_MIN_BLOCKS=1" "-DMSDA_MIN_BLOCKS=4" "-DMSDA_BATCH=2")
 
 { nvidia-smi; python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   nvcc --version | tail -2; nproc; } > "$out/env.txt" 2>&1
@@ -58,9 +57,7 @@ for shape in model_shapes(1):
 PY
 
 subset=(--backends native --dtypes bf16 fp32 --batches 1 --modes fwd fwd+bwd)
-{ echo "## default build, value gradient by fp32 atomics (MSDA_VALUE_GRAD=atomic)"
-  MSDA_VALUE_GRAD=atomic python -m ms_deform_attn.benchmark "${subset[@]}" 2>&1 | tail -10
-  for i in "${!variants[@]}"; do
+{ for i in "${!variants[@]}"; do
     echo "## variant ${variants[$i]}"
     tail -3 "$pkgs/variant$i.log"
     MS_DEFORM_ATTN_BUILD_DIR="$pkgs/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \

@@ -28,8 +28,6 @@
 #include <torch/library.h>
 
 #include <climits>
-#include <cstdlib>
-#include <string>
 #include <tuple>
 
 #include "common.h"
@@ -44,8 +42,8 @@ namespace {
 #ifndef MSDA_BATCH
 #define MSDA_BATCH 4
 #endif
-#ifndef MSDA_MIN_BLOCKS  // 1: no register cap, so ptxas keeps all gathers of a batch in flight
-#define MSDA_MIN_BLOCKS 1
+#ifndef MSDA_MIN_BLOCKS  // register cap 65536 / (threads x blocks); measured best of 1 and 6 on the H200
+#define MSDA_MIN_BLOCKS 6
 #endif
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
@@ -335,13 +333,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
 enum ValueGradMode { kBinned = 0, kAtomic = 1 };
 
 // Location and weight gradients, and the value gradient's raw material: either binned samples
-// (keys + entries, indexed by sample) or, in kAtomic mode, fp32 atomics into a zeroed buffer.
+// (keys + entries indexed by sample, and the bucket sizes in counts[key + 1] when counts is given)
+// or, in kAtomic mode, fp32/fp64 atomics into a zeroed buffer.
 template <typename T, bool ALIGNED, int MODE>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn,
     acc_t<T>* __restrict__ grad_value_acc, int* __restrict__ keys, Entry<acc_t<T>>* __restrict__ entries,
-    acc_t<T>* __restrict__ grad_loc, acc_t<T>* __restrict__ grad_attn, Dims dims) {
+    int* __restrict__ counts, acc_t<T>* __restrict__ grad_loc, acc_t<T>* __restrict__ grad_attn, Dims dims) {
   using A = acc_t<T>;
   constexpr int V = kVec<T>;
   __shared__ LevelTable lv;
@@ -396,6 +395,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
         entry.lw = c.lw;
         entry.group = static_cast<int>(group);
         entries[e] = entry;
+        if (counts != nullptr && slot.key >= 0) atomicAdd(counts + slot.key + 1, 1);
       }
     }
     __syncwarp();
@@ -465,23 +465,27 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
   }
 }
 
-// Bucket fill of the binned value gradient (default, non-deterministic order within a bucket).
-__global__ void count_keys_kernel(const int* __restrict__ keys, int* __restrict__ counts, int64_t num) {
+// Counting sort of the binned samples by cell (bucket order within a cell is not deterministic):
+// counts[key + 1] holds the bucket sizes, offsets their exclusive prefix sum; each sample takes a
+// slot by decrementing its count (which leaves counts zeroed).
+template <typename A>
+__global__ void fill_buckets_kernel(const int* __restrict__ keys, const Entry<A>* __restrict__ entries,
+                                    const int* __restrict__ offsets, int* __restrict__ counts,
+                                    Entry<A>* __restrict__ sorted, int64_t num) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (e < num && keys[e] != INT_MAX) atomicAdd(counts + keys[e] + 1, 1);
+  if (e >= num) return;
+  const int key = keys[e];
+  if (key != INT_MAX) sorted[offsets[key] + atomicSub(counts + key + 1, 1) - 1] = entries[e];
 }
 
-__global__ void fill_buckets_kernel(const int* __restrict__ keys, int* __restrict__ cursor, int* __restrict__ perm,
-                                    int64_t num) {
-  const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (e < num && keys[e] != INT_MAX) perm[atomicAdd(cursor + keys[e], 1)] = static_cast<int>(e);
-}
-
-// Value gradient, one group per value row (n, s, m): sums the binned samples of the four corner-grid
-// cells whose bilinear footprint covers the row, in bucket order; writes every row once (no
-// zero-fill, no atomics, fp32 accumulation, rounding to T once).
-template <typename T, bool ALIGNED>
-__global__ void __launch_bounds__(kThreads) value_grad_kernel(
+// Value gradient, one group per value row (n, s, m) at (y, x) of level l: sums the binned samples
+// whose bilinear footprint covers the row. Those sit in four corner-grid cells, two pairs of
+// adjacent cells, so two contiguous bucket ranges: cells (y0, x0) = (y-1, x-1), (y-1, x) (the row
+// is their bottom-right / bottom-left corner) and (y, x-1), (y, x) (top-right / top-left). Every row
+// is written once: no zero-fill, no atomics, fp32 accumulation, one rounding to T.
+// INDIRECT: entries in sample order and perm lists them bucket by bucket (deterministic mode).
+template <typename T, bool ALIGNED, bool INDIRECT>
+__global__ void __launch_bounds__(kThreads, 8) value_grad_kernel(
     const T* __restrict__ grad_out, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
     const Entry<acc_t<T>>* __restrict__ entries, const int* __restrict__ perm, const int* __restrict__ offsets,
     T* __restrict__ grad_value, int64_t rows, Dims dims) {
@@ -504,30 +508,28 @@ __global__ void __launch_bounds__(kThreads) value_grad_kernel(
   const int width = lv.width[l];
   const int local = s - lv.start[l];
   const int y = local / width, x = local - (local / width) * width;
-  const int base = static_cast<int>((n * dims.m + m) * lv.cells) + lv.cell_start[l];
-  // cell of the samples for which this row is corner k: (y0, x0) = (y, x), (y, x-1), (y-1, x), (y-1, x-1)
-  const int cells[4] = {base + (y + 1) * (width + 1) + x + 1, base + (y + 1) * (width + 1) + x,
-                        base + y * (width + 1) + x + 1, base + y * (width + 1) + x};
+  const int base = static_cast<int>((n * dims.m + m) * lv.cells) + lv.cell_start[l] + x;
   A acc[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = A(0);
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const int end = __ldg(offsets + cells[k] + 1);
-    for (int e = __ldg(offsets + cells[k]); e < end; e += kUnroll) {
-      int src[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) src[u] = __ldg(perm + min(e + u, end - 1));
+  for (int top = 0; top < 2; ++top) {  // top = 1: cells of row y0 = y (the row is a top corner)
+    const int first = base + (y + top) * (width + 1);
+    const int begin = __ldg(offsets + first), middle = __ldg(offsets + first + 1), end = __ldg(offsets + first + 2);
+    for (int e = begin; e < end; e += kUnroll) {
       Entry<A> en[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) en[u] = entries[src[u]];
+      for (int u = 0; u < kUnroll; ++u) {
+        const int at = min(e + u, end - 1);
+        en[u] = entries[INDIRECT ? __ldg(perm + at) : at];
+      }
       LaneData<T, ALIGNED> gd[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) gd[u].load(grad_out + static_cast<int64_t>(en[u].group) * dims.d + c0, valid);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const A wy = (k & 2) ? en[u].lh : A(1) - en[u].lh;
-        const A wx = (k & 1) ? en[u].lw : A(1) - en[u].lw;
+        const A wy = top ? A(1) - en[u].lh : en[u].lh;
+        const A wx = e + u < middle ? en[u].lw : A(1) - en[u].lw;  // first cell: x0 = x - 1
         const A coef = e + u < end ? en[u].a * wy * wx : A(0);
         A xg[V];
         gd[u].get(xg);
@@ -598,12 +600,6 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
   return out;
 }
 
-// kAtomic instead of the binned value gradient: MSDA_VALUE_GRAD=atomic (kept for comparison).
-bool atomic_value_grad() {
-  const char* mode = std::getenv("MSDA_VALUE_GRAD");
-  return mode != nullptr && std::string(mode) == "atomic";
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn, bool deterministic) {
@@ -643,59 +639,66 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const A* ap = attn.data_ptr<A>();
     A* glp = grad_loc.data_ptr<A>();
     A* gap = grad_attn.data_ptr<A>();
-    if (atomic_value_grad() && !deterministic) {
-      at::Tensor buffer = at::zeros(value.sizes(), value.options().dtype(loc.scalar_type()));
-      A* buf = buffer.data_ptr<A>();
+    // Value gradient: fp32/fp64 atomics for fp32/fp64 values, binned samples gathered per row for
+    // fp16/bf16 (faster there, and written in T directly), binned + stably sorted when deterministic.
+    if (!deterministic && (value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble)) {
+      grad_value = at::zeros_like(value);
+      A* buf = reinterpret_cast<A*>(grad_value.data_ptr<S>());
       if (aligned) {
         backward_kernel<T, true, kAtomic><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
-                                                                           nullptr, glp, gap, dims);
+                                                                           nullptr, nullptr, glp, gap, dims);
       } else {
         backward_kernel<T, false, kAtomic><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
-                                                                            nullptr, glp, gap, dims);
+                                                                            nullptr, nullptr, glp, gap, dims);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      grad_value = buffer.to(value.scalar_type());
       return;
     }
     const auto int_opts = value.options().dtype(at::kInt);
+    const auto entry_bytes = samples * static_cast<int64_t>(sizeof(Entry<A>));
     at::Tensor keys = at::empty({samples}, int_opts);
-    at::Tensor entries = at::empty({samples * static_cast<int64_t>(sizeof(Entry<A>))}, value.options().dtype(at::kByte));
+    at::Tensor entries = at::empty({entry_bytes}, value.options().dtype(at::kByte));
+    at::Tensor counts = deterministic ? at::Tensor() : at::zeros({cells + 1}, int_opts);
     auto* ent = reinterpret_cast<Entry<A>*>(entries.data_ptr<uint8_t>());
+    int* cnt = deterministic ? nullptr : counts.data_ptr<int>();
     if (aligned) {
       backward_kernel<T, true, kBinned><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
-                                                                         keys.data_ptr<int>(), ent, glp, gap, dims);
+                                                                         keys.data_ptr<int>(), ent, cnt, glp, gap, dims);
     } else {
       backward_kernel<T, false, kBinned><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
-                                                                          keys.data_ptr<int>(), ent, glp, gap, dims);
+                                                                          keys.data_ptr<int>(), ent, cnt, glp, gap, dims);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    at::Tensor perm, offsets;
-    if (deterministic) {  // buckets in sample order: stable sort by cell
-      const auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-      perm = std::get<1>(sorted).to(at::kInt);
-      offsets = at::searchsorted(std::get<0>(sorted), at::arange(cells + 1, int_opts)).to(at::kInt);
-    } else {  // counting sort: histogram, scan, atomic slot claims
-      at::Tensor counts = at::zeros({cells + 1}, int_opts);
-      const auto sample_blocks = blocks_for(samples);
-      count_keys_kernel<<<sample_blocks, kThreads, 0, stream>>>(keys.data_ptr<int>(), counts.data_ptr<int>(), samples);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      offsets = at::cumsum(counts, 0, at::kInt);
-      at::Tensor cursor = offsets.clone();
-      perm = at::empty({samples}, int_opts);
-      fill_buckets_kernel<<<sample_blocks, kThreads, 0, stream>>>(keys.data_ptr<int>(), cursor.data_ptr<int>(),
-                                                                  perm.data_ptr<int>(), samples);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
     grad_value = at::empty_like(value);
     const int64_t rows = geo.n * geo.s * geo.m;
     const auto row_blocks = blocks_for(rows << log2g);
     T* gv = reinterpret_cast<T*>(grad_value.data_ptr<S>());
+    if (deterministic) {  // buckets in sample order: stable sort by cell, then read through perm
+      const auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+      const at::Tensor perm = std::get<1>(sorted).to(at::kInt);
+      const at::Tensor offsets = at::searchsorted(std::get<0>(sorted), at::arange(cells + 1, int_opts)).to(at::kInt);
+      if (aligned) {
+        value_grad_kernel<T, true, true><<<row_blocks, kThreads, 0, stream>>>(
+            go, shp, st, ent, perm.data_ptr<int>(), offsets.data_ptr<int>(), gv, rows, dims);
+      } else {
+        value_grad_kernel<T, false, true><<<row_blocks, kThreads, 0, stream>>>(
+            go, shp, st, ent, perm.data_ptr<int>(), offsets.data_ptr<int>(), gv, rows, dims);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    const at::Tensor offsets = at::cumsum(counts, 0, at::kInt);
+    at::Tensor bucketed = at::empty({entry_bytes}, value.options().dtype(at::kByte));
+    auto* sorted_ent = reinterpret_cast<Entry<A>*>(bucketed.data_ptr<uint8_t>());
+    fill_buckets_kernel<A><<<blocks_for(samples), kThreads, 0, stream>>>(
+        keys.data_ptr<int>(), ent, offsets.data_ptr<int>(), cnt, sorted_ent, samples);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (aligned) {
-      value_grad_kernel<T, true><<<row_blocks, kThreads, 0, stream>>>(go, shp, st, ent, perm.data_ptr<int>(),
-                                                                      offsets.data_ptr<int>(), gv, rows, dims);
+      value_grad_kernel<T, true, false><<<row_blocks, kThreads, 0, stream>>>(
+          go, shp, st, sorted_ent, nullptr, offsets.data_ptr<int>(), gv, rows, dims);
     } else {
-      value_grad_kernel<T, false><<<row_blocks, kThreads, 0, stream>>>(go, shp, st, ent, perm.data_ptr<int>(),
-                                                                       offsets.data_ptr<int>(), gv, rows, dims);
+      value_grad_kernel<T, false, false><<<row_blocks, kThreads, 0, stream>>>(
+          go, shp, st, sorted_ent, nullptr, offsets.data_ptr<int>(), gv, rows, dims);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
