@@ -4,8 +4,8 @@ Shapes (spec model.md section 7, released model, 1024x1024 input): injector = 40
 levels (128x128, 64x64, 32x32); extractor = 21504 queries over 1 level (64x64); both 16 heads x 32
 channels, 4 points. ``--scale k`` divides every side by k (queries by k^2) for slow devices.
 
-CUDA timing: per repetition, a ~2 ms device sleep lets the host queue ``--inner`` calls, which CUDA
-events then time back to back (pure device time, launch overhead hidden); the median over
+CUDA timing: per repetition, a device sleep (~1 ms per call) lets the host queue ``--inner`` calls,
+which CUDA events then time back to back (device time only: host overhead hidden); the median over
 ``--reps`` repetitions is reported. "rotated" cycles through enough input sets to exceed the L2
 cache. CPU timing: median wall time. Roofline = minimal bytes (every input read once, every output
 written once) / the device-to-device copy bandwidth measured in the same run (bytes read + written).
@@ -128,7 +128,7 @@ def time_cuda(steps, reps: int, inner: int) -> float:
     torch.cuda.synchronize()
     times = []
     for _ in range(reps):
-        torch.cuda._sleep(4_000_000)  # ~2 ms: the host queues the calls meanwhile
+        torch.cuda._sleep(2_000_000 * inner)  # ~1 ms per call: the host queues every call meanwhile
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for i in range(inner):

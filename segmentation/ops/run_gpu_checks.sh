@@ -17,7 +17,7 @@ ln -s "$repo/segmentation/ops" "$pkgs/ms_deform_attn"
 export PYTHONPATH="$pkgs${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
-variants=("-DMSDA_MIN_BLOCKS=1" "-DMSDA_MIN_BLOCKS=4" "-DMSDA_BATCH=2")
+variants=("-DMSDA_BATCH=2" "-DMSDA_MIN_BLOCKS=6 -DMSDA_BATCH=2" "-DMSDA_MIN_BLOCKS=1")
 
 { nvidia-smi; python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   nvcc --version | tail -2; nproc; } > "$out/env.txt" 2>&1

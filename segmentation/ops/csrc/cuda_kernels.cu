@@ -42,8 +42,8 @@ namespace {
 #ifndef MSDA_BATCH
 #define MSDA_BATCH 4
 #endif
-#ifndef MSDA_MIN_BLOCKS  // register cap 65536 / (threads x blocks); measured best of 1 and 6 on the H200
-#define MSDA_MIN_BLOCKS 6
+#ifndef MSDA_MIN_BLOCKS  // register cap 65536 / (threads x blocks); measured on the H200 (docs/ops.md)
+#define MSDA_MIN_BLOCKS 4
 #endif
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
@@ -219,6 +219,18 @@ struct Dims {
   int s, m, d, lq, levels, points, log2g;
 };
 
+// Work order of the (batch, query, head) groups: batch, head, query, so that a warp holds adjacent
+// queries of one head (their samples hit nearby value rows and the same gradient buckets).
+// Returns the group's index in memory order ((n * Lq + q) * M + m) and its n and m.
+__device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, int64_t* n, int* m) {
+  const int64_t per_batch = static_cast<int64_t>(dims.lq) * dims.m;
+  *n = work / per_batch;
+  const int64_t rest = work - *n * per_batch;
+  *m = static_cast<int>(rest / dims.lq);
+  const int64_t q = rest - static_cast<int64_t>(*m) * dims.lq;
+  return (*n * dims.lq + q) * dims.m + *m;
+}
+
 // Per-group tables in shared memory: one slot per sample of the current chunk. A chunk has
 // max(G, kBatch) samples; each lane of the group computes the bilinear corners of chunk samples
 // lane, lane + G, ... once, and every lane of the group reads them back (broadcast reads).
@@ -256,16 +268,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
   // Lanes past the end stay to the end (warp-synchronous shared-memory tables): they read the
   // last group's inputs and write nothing.
   const bool active = group < dims.groups;
-  const int64_t read_group = active ? group : dims.groups - 1;
+  int64_t n;
+  int m;
+  const int64_t mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
   const bool has_ch = active && c0 < dims.d;
-  const int m = static_cast<int>(read_group % dims.m);
-  const int64_t n = read_group / (static_cast<int64_t>(dims.lq) * dims.m);
   const int valid = max(0, min(V, dims.d - c0));
   const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
   const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
   const int samples = dims.levels * dims.points;
-  const A* lg = loc + read_group * samples * 2;
-  const A* ag = attn + read_group * samples;
+  const A* lg = loc + mem_group * samples * 2;
+  const A* ag = attn + mem_group * samples;
   const int chunk = max(G, kBatch);
   ForwardSlot<A>* table = slots + (threadIdx.x >> dims.log2g) * chunk;
 
@@ -327,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
     }
     __syncwarp();
   }
-  if (has_ch) store_lane<T, ALIGNED>(out + group * dims.d + c0, acc, valid);
+  if (has_ch) store_lane<T, ALIGNED>(out + mem_group * dims.d + c0, acc, valid);
 }
 
 enum ValueGradMode { kBinned = 0, kAtomic = 1 };
@@ -352,16 +364,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
   const int lane = static_cast<int>(thread & (G - 1));
   const int c0 = lane * V;
   const bool active = group < dims.groups;
-  const int64_t read_group = active ? group : dims.groups - 1;
+  int64_t n;
+  int m;
+  const int64_t mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
   const bool has_ch = active && c0 < dims.d;
-  const int m = static_cast<int>(read_group % dims.m);
-  const int64_t n = read_group / (static_cast<int64_t>(dims.lq) * dims.m);
   const int valid = max(0, min(V, dims.d - c0));
   const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
   const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
   const int samples = dims.levels * dims.points;
-  const A* lg = loc + read_group * samples * 2;
-  const A* ag = attn + read_group * samples;
+  const A* lg = loc + mem_group * samples * 2;
+  const A* ag = attn + mem_group * samples;
   const int chunk = max(G, kBatch);
   BackwardSlot<A>* table = slots + (threadIdx.x >> dims.log2g) * chunk;
   const int key_base = static_cast<int>((n * dims.m + m) * lv.cells);
@@ -369,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
   A g[V];
   {
     LaneData<T, ALIGNED> d;
-    if (has_ch) d.load(grad_out + group * dims.d + c0, valid);
+    if (has_ch) d.load(grad_out + mem_group * dims.d + c0, valid);
     else d.zero();
     d.get(g);
   }
@@ -386,16 +398,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
       slot.a = j0 + i < samples ? __ldg(ag + j) : A(0);
       slot.key = c.valid ? key_base + lv.cell_start[l] + c.cell : -1;
       table[i] = slot;
-      if (MODE == kBinned && active && j0 + i < samples) {
-        const int64_t e = group * samples + j;
-        keys[e] = slot.key >= 0 ? slot.key : INT_MAX;
-        Entry<A> entry;
-        entry.a = slot.a;
-        entry.lh = c.lh;
-        entry.lw = c.lw;
-        entry.group = static_cast<int>(group);
-        entries[e] = entry;
-        if (counts != nullptr && slot.key >= 0) atomicAdd(counts + slot.key + 1, 1);
+      if constexpr (MODE == kBinned) {
+        const bool real = active && j0 + i < samples;
+        if (real) {  // binned in work order
+          const int64_t e = group * samples + j;
+          keys[e] = slot.key >= 0 ? slot.key : INT_MAX;
+          Entry<A> entry;
+          entry.a = slot.a;
+          entry.lh = c.lh;
+          entry.lw = c.lw;
+          entry.group = static_cast<int>(mem_group);
+          entries[e] = entry;
+        }
+        if (counts != nullptr) {  // bucket sizes, one atomic per distinct key in the warp
+          const int key = real && slot.key >= 0 ? slot.key : -1;
+          const unsigned same = __match_any_sync(0xffffffffu, key);
+          if (key >= 0 && (threadIdx.x & 31) == __ffs(same) - 1) atomicAdd(counts + key + 1, __popc(same));
+        }
       }
     }
     __syncwarp();
@@ -441,7 +460,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
         if (active && i < count && ((i & (G - 1)) == lane)) {
           const int j = j0 + i;
           const int l = j / dims.points;
-          const int64_t e = group * samples + j;
+          const int64_t e = mem_group * samples + j;
           const bool inside = sl[b].key >= 0;
           grad_attn[e] = grad_a;
           grad_loc[2 * e] = inside ? sl[b].a * grad_w * static_cast<A>(lv.width[l]) : A(0);
@@ -473,9 +492,14 @@ __global__ void fill_buckets_kernel(const int* __restrict__ keys, const Entry<A>
                                     const int* __restrict__ offsets, int* __restrict__ counts,
                                     Entry<A>* __restrict__ sorted, int64_t num) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (e >= num) return;
-  const int key = keys[e];
-  if (key != INT_MAX) sorted[offsets[key] + atomicSub(counts + key + 1, 1) - 1] = entries[e];
+  const int key = e < num ? keys[e] : INT_MAX;
+  // lanes with the same key take consecutive slots with one atomic
+  const unsigned same = __match_any_sync(0xffffffffu, key);
+  const int lane = threadIdx.x & 31, leader = __ffs(same) - 1;
+  int last = 0;
+  if (lane == leader && key != INT_MAX) last = atomicSub(counts + key + 1, __popc(same));
+  last = __shfl_sync(0xffffffffu, last, leader);
+  if (key != INT_MAX) sorted[offsets[key] + last - 1 - __popc(same & ((1u << lane) - 1))] = entries[e];
 }
 
 // Value gradient, one group per value row (n, s, m) at (y, x) of level l: sums the binned samples
