@@ -4,39 +4,50 @@
 #
 #   bash segmentation/ops/run_gpu_checks.sh [OUT_DIR]      # default ./gpu_results
 #
-# Writes env.txt, build.txt, gpu_tests.txt (pytest of tests/test_ops_{cuda,cpu}.py), benchmark.md
-# (python -m ms_deform_attn.benchmark, the full table), profile.txt (kernel time breakdown of one
-# fwd+bwd), variants.md (the kernels' compile-time knobs, timed on a subset) and ncu.txt (Nsight Compute: speed of light, occupancy, warp stalls of the kernels).
+# Writes to OUT_DIR: env.txt (GPU, versions, build log), gpu_tests.txt (pytest of
+# tests/test_ops_{cuda,cpu}.py), sanitizer.txt (compute-sanitizer memcheck of the odd-shape CUDA
+# tests), benchmark.md (python -m ms_deform_attn.benchmark, the full table), benchmark_cpu.md (the
+# CPU kernels against the reference), profile.txt (kernel time breakdown of one fwd+bwd),
+# variants.md (the kernels' compile-time knobs, timed on a subset) and ncu.txt (Nsight Compute:
+# speed of light, occupancy, memory of one fwd+bwd's kernels).
 # Architectures: $TORCH_CUDA_ARCH_LIST, default 9.0 (the H200 these figures come from).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$PWD/gpu_results}
 mkdir -p "$out"
-pkgs=$(mktemp -d)
-ln -s "$repo/segmentation/ops" "$pkgs/ms_deform_attn"
-export PYTHONPATH="$pkgs${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+tmp=$(mktemp -d)
+ln -s "$repo/segmentation/ops" "$tmp/ms_deform_attn"
+export PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
-variants=("-DMSDA_BATCH=2" "-DMSDA_MIN_BLOCKS=6 -DMSDA_BATCH=2" "-DMSDA_MIN_BLOCKS=1")
+variants=("-DMSDA_MIN_BLOCKS=4 -DMSDA_BATCH=4" "-DMSDA_MIN_BLOCKS=1 -DMSDA_BATCH=4")
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 
 { nvidia-smi; python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-  nvcc --version | tail -2; nproc; } > "$out/env.txt" 2>&1
+  nvcc --version | tail -2; echo "cores: $(nproc)"; } > "$out/env.txt" 2>&1
 start=$(date +%s)
-python "$build" cuda > "$out/build.txt" 2>&1 & main_build=$!
-python "$build" cpu > "$pkgs/build_cpu.log" 2>&1 &
+python "$build" cuda > "$tmp/build_cuda.log" 2>&1 & main_build=$!
+python "$build" cpu > "$tmp/build_cpu.log" 2>&1 &
 for i in "${!variants[@]}"; do
-  MS_DEFORM_ATTN_BUILD_DIR="$pkgs/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \
-    python "$build" cuda > "$pkgs/variant$i.log" 2>&1 &
+  MS_DEFORM_ATTN_BUILD_DIR="$tmp/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \
+    python "$build" cuda > "$tmp/variant$i.log" 2>&1 &
 done
-if ! wait $main_build; then cat "$out/build.txt"; exit 1; fi
-echo "cuda build: $(( $(date +%s) - start )) s" >> "$out/build.txt"
+wait $main_build; status=$?
+{ echo "== build (cuda: $(( $(date +%s) - start )) s)"; cat "$tmp/build_cuda.log"; } >> "$out/env.txt"
+if [ $status -ne 0 ]; then exit 1; fi
 
 cd "$repo"
 python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_ops_cpu.py 2>&1 | tee "$out/gpu_tests.txt"
 wait  # the CPU and variant builds
-tail -2 "$pkgs/build_cpu.log" >> "$out/build.txt"
-python -m ms_deform_attn.benchmark --out "$out/benchmark.md" > "$out/benchmark_log.txt" 2>&1
-tail -n +1 "$out/benchmark.md"
+tail -2 "$tmp/build_cpu.log" >> "$out/env.txt"
+timeout 240 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
+  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or misaligned or batch_limit" > "$out/sanitizer.txt" 2>&1
+echo "exit code $?" >> "$out/sanitizer.txt"
+python -m ms_deform_attn.benchmark --out "$out/benchmark.md" > "$tmp/benchmark_log.txt" 2>&1
+cat "$out/benchmark.md"
+python -m ms_deform_attn.benchmark --device cpu --scale 2 --dtypes fp32 --batches 1 --reps 5 \
+  --out "$out/benchmark_cpu.md" > /dev/null 2>&1
 
 python - > "$out/profile.txt" 2>&1 <<'PY'
 import torch
@@ -59,11 +70,12 @@ PY
 subset=(--backends native --dtypes bf16 fp32 --batches 1 --modes fwd fwd+bwd)
 { for i in "${!variants[@]}"; do
     echo "## variant ${variants[$i]}"
-    tail -3 "$pkgs/variant$i.log"
-    MS_DEFORM_ATTN_BUILD_DIR="$pkgs/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \
+    tail -1 "$tmp/variant$i.log"
+    MS_DEFORM_ATTN_BUILD_DIR="$tmp/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \
       python -m ms_deform_attn.benchmark "${subset[@]}" 2>&1 | tail -10
   done; } > "$out/variants.md" 2>&1
-cat > "$pkgs/ncu_step.py" <<'PY'
+
+cat > "$tmp/ncu_step.py" <<'PY'
 import torch
 from ms_deform_attn.benchmark import make_inputs, make_step, model_shapes
 step = make_step("native", "fwd+bwd", make_inputs(model_shapes(1)[0], 1, torch.bfloat16, "cuda", 0))
@@ -71,8 +83,7 @@ for _ in range(2):
     step()
 torch.cuda.synchronize()
 PY
-ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-timeout 150 "${ncu:-ncu}" --clock-control none -k regex:'forward_kernel|backward_kernel|value_grad|count_keys|fill_buckets' \
-  -s 5 -c 5 --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
-  python "$pkgs/ncu_step.py" > "$out/ncu.txt" 2>&1
-echo "total: $(( $(date +%s) - start )) s" >> "$out/build.txt"
+timeout 150 "${ncu:-ncu}" --clock-control none -k regex:'forward_kernel|backward_kernel|value_grad|fill_buckets' \
+  -s 4 -c 4 --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis \
+  python "$tmp/ncu_step.py" > "$out/ncu.txt" 2>&1
+echo "total: $(( $(date +%s) - start )) s" >> "$out/env.txt"

@@ -40,10 +40,10 @@ namespace {
 #define MSDA_THREADS 128
 #endif
 #ifndef MSDA_BATCH
-#define MSDA_BATCH 4
+#define MSDA_BATCH 2
 #endif
 #ifndef MSDA_MIN_BLOCKS  // register cap 65536 / (threads x blocks); measured on the H200 (docs/ops.md)
-#define MSDA_MIN_BLOCKS 4
+#define MSDA_MIN_BLOCKS 6
 #endif
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
