@@ -41,7 +41,7 @@ cd "$repo"
 python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_ops_cpu.py 2>&1 | tee "$out/gpu_tests.txt"
 wait  # the CPU and variant builds
 tail -2 "$tmp/build_cpu.log" >> "$out/env.txt"
-timeout 240 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
+timeout 150 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
   tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or misaligned or batch_limit" > "$out/sanitizer.txt" 2>&1
 echo "exit code $?" >> "$out/sanitizer.txt"
 python -m ms_deform_attn.benchmark --out "$out/benchmark.md" > "$tmp/benchmark_log.txt" 2>&1
@@ -83,7 +83,7 @@ for _ in range(2):
     step()
 torch.cuda.synchronize()
 PY
-timeout 150 "${ncu:-ncu}" --clock-control none -k regex:'forward_kernel|backward_kernel|value_grad|fill_buckets' \
+timeout 100 "${ncu:-ncu}" --clock-control none -k regex:'forward_kernel|backward_kernel|value_grad|fill_buckets' \
   -s 4 -c 4 --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis \
   python "$tmp/ncu_step.py" > "$out/ncu.txt" 2>&1
 echo "total: $(( $(date +%s) - start )) s" >> "$out/env.txt"
