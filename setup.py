@@ -26,7 +26,9 @@ def _ms_deform_attn_extensions() -> dict:
     csrc = "segmentation/ops/csrc"
     flags = {"cxx": ["-O3"], "nvcc": ["-O3", "-lineinfo"]}
     modules = [cpp_extension.CppExtension("ms_deform_attn._C_cpu", [f"{csrc}/cpu_kernels.cpp"],
-                                          include_dirs=[os.path.abspath(csrc)], extra_compile_args=flags)]
+                                          include_dirs=[os.path.abspath(csrc)],
+                                          extra_compile_args={"cxx": ["-O3", "-fopenmp"]},
+                                          extra_link_args=["-fopenmp"])]
     if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None:
         modules.append(cpp_extension.CUDAExtension("ms_deform_attn._C_cuda", [f"{csrc}/cuda_kernels.cu"],
                                                    include_dirs=[os.path.abspath(csrc)],

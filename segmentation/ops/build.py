@@ -26,7 +26,7 @@ CSRC_DIR = PKG_DIR / "csrc"
 BUILD_ROOT = Path(os.environ.get("MS_DEFORM_ATTN_BUILD_DIR") or PKG_DIR / "build")
 SOURCES = {"cpu": ["cpu_kernels.cpp"], "cuda": ["cuda_kernels.cu"]}
 HEADERS = ["common.h"]
-CFLAGS = ["-O3"]
+CFLAGS = ["-O3", "-fopenmp"]  # ATen's parallel_for is an inline "omp parallel": serial without it
 CUDA_CFLAGS = ["-O3", "-lineinfo", "-Xptxas=-warn-spills"] + os.environ.get("MS_DEFORM_ATTN_NVCC_FLAGS", "").split()
 
 
@@ -78,6 +78,7 @@ def build(flavour: str, verbose: bool = False) -> Path:
         sources=[str(CSRC_DIR / name) for name in SOURCES[flavour]],
         extra_cflags=CFLAGS,
         extra_cuda_cflags=CUDA_CFLAGS,
+        extra_ldflags=["-fopenmp"] if flavour == "cpu" else [],
         extra_include_paths=[str(CSRC_DIR)],
         build_directory=str(build_dir),
         with_cuda=flavour == "cuda",
