@@ -33,7 +33,7 @@ from .config import deterministic_enabled
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "ms_deform_attn"
-BUILD_HINT = ("build it with `bash segmentation/ops/make.sh` (or `MS_DEFORM_ATTN_CUDA=1 pip install "
+BUILD_HINT = ("build it with `bash segmentation/ops/make.sh` (or `MS_DEFORM_ATTN_BUILD_EXT=1 pip install "
               "--no-build-isolation -e .`), see docs/ops.md")
 
 _LIBRARY: torch.library.Library | None = None
