@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -68,3 +70,17 @@ def test_dist_train_resume_and_test(synthetic_deliver, tmp_path):
     results = list((tmp_path / "test").glob("*/*.json"))
     assert results, "test.py writes its metrics as JSON"
     assert json.loads(results[0].read_text())["mIoU"] == pytest.approx(miou, abs=0.01)
+
+    # inference: one PNG of class indices per test image, named after the RGB stem
+    out = tmp_path / "pred"
+    subprocess.run([sys.executable, str(REPO_ROOT / "segmentation/tools/infer.py"), str(CONFIG),
+                    str(work / "epoch_8.pth"), "--out-dir", str(out), "--overlay",
+                    "--work-dir", str(tmp_path / "infer"), "--cfg-options", *data,
+                    "test_dataloader.num_workers=0", "test_dataloader.persistent_workers=False"],
+                   check=True, capture_output=True, timeout=300, cwd=REPO_ROOT)
+    rgb = sorted(p.name for p in (synthetic_deliver / "samples/images/test").glob("*_rgb_front.png"))
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == [name.replace("_rgb_front.png", ".png") for name in rgb]
+    assert len(list((out / "overlay").glob("*.png"))) == len(rgb)
+    pred = cv2.imread(str(out / written[0]), cv2.IMREAD_UNCHANGED)
+    assert pred.ndim == 2 and pred.dtype == np.uint8 and pred.max() < 25

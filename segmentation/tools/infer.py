@@ -13,8 +13,7 @@ import sys
 
 import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
 from mmseg.registry import DATASETS
-from mmseg_custom.apis import (build_runner, common_args, load_config, set_local_rank,
-                               skip_init_weights)
+from mmseg_custom.apis import build_runner, common_args, load_eval_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,10 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    set_local_rank(args)
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    cfg.load_from, cfg.resume = args.checkpoint, False
-    skip_init_weights(cfg)
+    cfg = load_eval_config(args)
     strip = args.strip_suffix
     if strip is None:
         dataset = cfg.test_dataloader.dataset

@@ -10,8 +10,7 @@ import argparse
 import sys
 
 import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
-from mmseg_custom.apis import (build_runner, common_args, load_config, set_local_rank,
-                               skip_init_weights)
+from mmseg_custom.apis import build_runner, common_args, load_eval_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,10 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    set_local_rank(args)
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    cfg.load_from, cfg.resume = args.checkpoint, False
-    skip_init_weights(cfg)
+    cfg = load_eval_config(args)
     if args.show_dir:
         cfg.default_hooks.setdefault("visualization", dict(type="SegVisualizationHook"))
         cfg.default_hooks.visualization.update(draw=True, interval=1)

@@ -44,6 +44,16 @@ def skip_init_weights(cfg: Config) -> None:
     backbone.pop("init_cfg", None)
 
 
+def load_eval_config(args: argparse.Namespace) -> Config:
+    """Config of an evaluation / inference run from the CLI arguments ``config``,
+    ``checkpoint``, ``cfg_options``, ``work_dir``: every weight comes from the checkpoint."""
+    set_local_rank(args)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.load_from, cfg.resume = args.checkpoint, False
+    skip_init_weights(cfg)
+    return cfg
+
+
 def enable_amp(cfg: Config) -> None:
     """Switch the optimizer wrapper to mixed precision (CUDA only)."""
     if not torch.cuda.is_available():
