@@ -29,6 +29,7 @@
 
 #include <climits>
 #include <tuple>
+#include <type_traits>
 
 #include "common.h"
 
@@ -223,6 +224,16 @@ struct Dims {
 // queries of one head (their samples hit nearby value rows and the same gradient buckets).
 // Returns the group's index in memory order ((n * Lq + q) * M + m) and its n and m.
 __device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, int64_t* n, int* m) {
+  if (dims.groups <= INT_MAX) {  // 32-bit divisions (a 64-bit one is a long subroutine)
+    const unsigned per_batch = static_cast<unsigned>(dims.lq) * static_cast<unsigned>(dims.m);
+    const unsigned w = static_cast<unsigned>(work);
+    const unsigned nn = w / per_batch, rest = w - nn * per_batch;
+    const unsigned mm = rest / static_cast<unsigned>(dims.lq);
+    const unsigned q = rest - mm * static_cast<unsigned>(dims.lq);
+    *n = nn;
+    *m = static_cast<int>(mm);
+    return (static_cast<int64_t>(nn) * dims.lq + q) * dims.m + mm;
+  }
   const int64_t per_batch = static_cast<int64_t>(dims.lq) * dims.m;
   *n = work / per_batch;
   const int64_t rest = work - *n * per_batch;
@@ -251,7 +262,9 @@ template <typename A> struct alignas(16) Entry {
   int group;
 };
 
-template <typename T, bool ALIGNED>
+// LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
+// shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time.
+template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
     const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
@@ -260,9 +273,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
   __shared__ LevelTable lv;
   __shared__ ForwardSlot<A> slots[kThreads * kBatch];
   load_levels(lv, shapes, starts, dims.levels);
-  const int G = 1 << dims.log2g;
+  const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
+  const int points = POINTS > 0 ? POINTS : dims.points;
+  const int G = 1 << log2g;
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t group = thread >> dims.log2g;
+  const int64_t group = thread >> log2g;
   const int lane = static_cast<int>(thread & (G - 1));
   const int c0 = lane * V;
   // Lanes past the end stay to the end (warp-synchronous shared-memory tables): they read the
@@ -275,19 +290,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
   const int valid = max(0, min(V, dims.d - c0));
   const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
   const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
-  const int samples = dims.levels * dims.points;
+  const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
   const A* lg = loc + mem_group * samples * 2;
   const A* ag = attn + mem_group * samples;
   const int chunk = max(G, kBatch);
-  ForwardSlot<A>* table = slots + (threadIdx.x >> dims.log2g) * chunk;
+  ForwardSlot<A>* table = slots + (threadIdx.x >> log2g) * chunk;
 
   A acc[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = A(0);
+#pragma unroll
   for (int j0 = 0; j0 < samples; j0 += chunk) {
+#pragma unroll
     for (int i = lane; i < chunk; i += G) {
       const int j = min(j0 + i, samples - 1);
-      const int l = j / dims.points;
+      const int l = j / points;
       const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
                                                lv.width[l], lv.start[l]);
       const A a = j0 + i < samples ? __ldg(ag + j) : A(0);
@@ -299,6 +316,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
     }
     __syncwarp();
     const int count = min(chunk, samples - j0);
+#pragma unroll
     for (int i0 = 0; i0 < count; i0 += kBatch) {
       int idx[kBatch][4];
       A wgt[kBatch][4];
@@ -347,7 +365,7 @@ enum ValueGradMode { kBinned = 0, kAtomic = 1 };
 // Location and weight gradients, and the value gradient's raw material: either binned samples
 // (keys + entries indexed by sample, and the bucket sizes in counts[key + 1] when counts is given)
 // or, in kAtomic mode, fp32/fp64 atomics into a zeroed buffer.
-template <typename T, bool ALIGNED, int MODE>
+template <typename T, bool ALIGNED, int MODE, int LEVELS, int POINTS, int LOG2G>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn,
@@ -358,9 +376,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
   __shared__ LevelTable lv;
   __shared__ BackwardSlot<A> slots[kThreads * kBatch];
   load_levels(lv, shapes, starts, dims.levels);
-  const int G = 1 << dims.log2g;
+  const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
+  const int points = POINTS > 0 ? POINTS : dims.points;
+  const int G = 1 << log2g;
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t group = thread >> dims.log2g;
+  const int64_t group = thread >> log2g;
   const int lane = static_cast<int>(thread & (G - 1));
   const int c0 = lane * V;
   const bool active = group < dims.groups;
@@ -371,11 +391,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
   const int valid = max(0, min(V, dims.d - c0));
   const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
   const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
-  const int samples = dims.levels * dims.points;
+  const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
   const A* lg = loc + mem_group * samples * 2;
   const A* ag = attn + mem_group * samples;
   const int chunk = max(G, kBatch);
-  BackwardSlot<A>* table = slots + (threadIdx.x >> dims.log2g) * chunk;
+  BackwardSlot<A>* table = slots + (threadIdx.x >> log2g) * chunk;
   const int key_base = static_cast<int>((n * dims.m + m) * lv.cells);
 
   A g[V];
@@ -385,10 +405,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
     else d.zero();
     d.get(g);
   }
+#pragma unroll
   for (int j0 = 0; j0 < samples; j0 += chunk) {
+#pragma unroll
     for (int i = lane; i < chunk; i += G) {
       const int j = min(j0 + i, samples - 1);
-      const int l = j / dims.points;
+      const int l = j / points;
       const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
                                                lv.width[l], lv.start[l]);
       BackwardSlot<A> slot;
@@ -419,6 +441,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
     }
     __syncwarp();
     const int count = min(chunk, samples - j0);
+#pragma unroll
     for (int i0 = 0; i0 < count; i0 += kBatch) {
       BackwardSlot<A> sl[kBatch];
 #pragma unroll
@@ -451,6 +474,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
         A grad_a = w[0] * dot[0] + w[1] * dot[1] + w[2] * dot[2] + w[3] * dot[3];
         A grad_h, grad_w;
         bilinear_grads(c, dot, &grad_h, &grad_w);
+#pragma unroll
         for (int offset = G >> 1; offset > 0; offset >>= 1) {
           grad_a += __shfl_xor_sync(0xffffffffu, grad_a, offset);
           grad_h += __shfl_xor_sync(0xffffffffu, grad_h, offset);
@@ -459,7 +483,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
         const int i = i0 + b;
         if (active && i < count && ((i & (G - 1)) == lane)) {
           const int j = j0 + i;
-          const int l = j / dims.points;
+          const int l = j / points;
           const int64_t e = mem_group * samples + j;
           const bool inside = sl[b].key >= 0;
           grad_attn[e] = grad_a;
@@ -523,16 +547,17 @@ __global__ void __launch_bounds__(kThreads, 8) value_grad_kernel(
   const int c0 = static_cast<int>(thread & ((1 << dims.log2g) - 1)) * V;
   if (row >= rows || c0 >= dims.d) return;
   const int valid = min(V, dims.d - c0);
-  const int m = static_cast<int>(row % dims.m);
-  const int64_t ns = row / dims.m;
-  const int s = static_cast<int>(ns % dims.s);
-  const int64_t n = ns / dims.s;
+  // rows = N * S * M < 2^31 (check_args): 32-bit divisions
+  const unsigned r = static_cast<unsigned>(row), ns = r / static_cast<unsigned>(dims.m);
+  const int m = static_cast<int>(r - ns * static_cast<unsigned>(dims.m));
+  const unsigned n = ns / static_cast<unsigned>(dims.s);
+  const int s = static_cast<int>(ns - n * static_cast<unsigned>(dims.s));
   int l = 0;
   for (int k = 1; k < dims.levels; ++k) l = s >= lv.start[k] ? k : l;
   const int width = lv.width[l];
   const int local = s - lv.start[l];
   const int y = local / width, x = local - (local / width) * width;
-  const int base = static_cast<int>((n * dims.m + m) * lv.cells) + lv.cell_start[l] + x;
+  const int base = (static_cast<int>(n) * dims.m + m) * lv.cells + lv.cell_start[l] + x;
   A acc[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = A(0);
@@ -592,6 +617,24 @@ bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_
 
 int64_t blocks_for(int64_t threads) { return (threads + kThreads - 1) / kThreads; }
 
+template <int X> using Int = std::integral_constant<int, X>;
+
+// Calls f(aligned, levels, points, log2g) with compile-time constants: the model's shapes (16-byte
+// aligned, (L, P) = (3, 4) or (1, 4), head dim 32 in fp32 / fp16 / bf16) get kernels whose loops
+// over samples unroll; every other shape gets the run-time variant (levels 0, points 0, log2g -1).
+template <typename T, typename F>
+void dispatch_shape(bool aligned, const Dims& dims, F&& f) {
+  if constexpr (!std::is_same_v<T, double>) {
+    constexpr int kModelLog2g = kVec<T> == 8 ? 2 : 3;  // 32 channels: 4 lanes (16-bit) or 8 (fp32)
+    if (aligned && dims.log2g == kModelLog2g && dims.points == 4) {
+      if (dims.levels == 3) return f(std::true_type{}, Int<3>{}, Int<4>{}, Int<kModelLog2g>{});
+      if (dims.levels == 1) return f(std::true_type{}, Int<1>{}, Int<4>{}, Int<kModelLog2g>{});
+    }
+  }
+  if (aligned) return f(std::true_type{}, Int<0>{}, Int<0>{}, Int<-1>{});
+  f(std::false_type{}, Int<0>{}, Int<0>{}, Int<-1>{});
+}
+
 at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                         const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn) {
   const Geometry geo = check_args(value, spatial_shapes, level_start_index, loc, attn);
@@ -614,11 +657,10 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
     T* o = reinterpret_cast<T*>(out.data_ptr<S>());
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
     const int64_t* st = level_start_index.data_ptr<int64_t>();
-    if (aligned) {
-      forward_kernel<T, true><<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
-    } else {
-      forward_kernel<T, false><<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
-    }
+    dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
+      forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value>
+          <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -668,13 +710,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     if (!deterministic && (value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble)) {
       grad_value = at::zeros_like(value);
       A* buf = reinterpret_cast<A*>(grad_value.data_ptr<S>());
-      if (aligned) {
-        backward_kernel<T, true, kAtomic><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
-                                                                           nullptr, nullptr, glp, gap, dims);
-      } else {
-        backward_kernel<T, false, kAtomic><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr,
-                                                                            nullptr, nullptr, glp, gap, dims);
-      }
+      if constexpr (std::is_same_v<T, A>) dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
+        backward_kernel<T, decltype(al)::value, kAtomic, decltype(lv)::value, decltype(pt)::value,
+                        decltype(lg)::value>
+            <<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, buf, nullptr, nullptr, nullptr, glp, gap, dims);
+      });
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
@@ -685,13 +725,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     at::Tensor counts = deterministic ? at::Tensor() : at::zeros({cells + 1}, int_opts);
     auto* ent = reinterpret_cast<Entry<A>*>(entries.data_ptr<uint8_t>());
     int* cnt = deterministic ? nullptr : counts.data_ptr<int>();
-    if (aligned) {
-      backward_kernel<T, true, kBinned><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
-                                                                         keys.data_ptr<int>(), ent, cnt, glp, gap, dims);
-    } else {
-      backward_kernel<T, false, kBinned><<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr,
-                                                                          keys.data_ptr<int>(), ent, cnt, glp, gap, dims);
-    }
+    dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
+      backward_kernel<T, decltype(al)::value, kBinned, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value>
+          <<<blocks, kThreads, 0, stream>>>(go, val, shp, st, lp, ap, nullptr, keys.data_ptr<int>(), ent, cnt, glp,
+                                            gap, dims);
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     grad_value = at::empty_like(value);
     const int64_t rows = geo.n * geo.s * geo.m;
