@@ -9,8 +9,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import REPO_ROOT
+from mmseg_custom.compat import safe_torch_load
 
 CONFIG = REPO_ROOT / "segmentation/configs/demo/segformer_mit-b0_early-fusion_synthetic-deliver_rgb_depth.py"
 # Measured with this schedule (2 ranks x batch 4, 8 epochs, seed 0; docs/benchmarks.md,
@@ -84,3 +86,14 @@ def test_dist_train_resume_and_test(synthetic_deliver, tmp_path):
     assert len(list((out / "overlay").glob("*.png"))) == len(rgb)
     pred = cv2.imread(str(out / written[0]), cv2.IMREAD_UNCHANGED)
     assert pred.ndim == 2 and pred.dtype == np.uint8 and pred.max() < 25
+
+    # evaluation refuses a checkpoint that does not match the model, naming the key
+    ckpt = safe_torch_load(str(work / "epoch_8.pth"), map_location="cpu")  # weights_only
+    ckpt["state_dict"].pop("decode_head.conv_seg.weight")
+    torch.save(ckpt, tmp_path / "broken.pth")
+    broken = subprocess.run([sys.executable, str(REPO_ROOT / "segmentation/tools/test.py"),
+                             str(CONFIG), str(tmp_path / "broken.pth"), "--work-dir",
+                             str(tmp_path / "broken"), "--cfg-options", *data],
+                            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert broken.returncode != 0
+    assert "decode_head.conv_seg.weight" in broken.stderr + broken.stdout

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
         strip = osp.splitext(dataset.get("img_suffix", suffix or ".png"))[0]
     cfg.test_evaluator = dict(type="PredictionWriter", output_dir=args.out_dir,
                               strip_suffix=strip, overlay=args.overlay)
-    runner = build_runner(cfg, args.launcher)
+    runner = build_runner(cfg, args.launcher, strict_load=True)
     return runner.test()
 
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.default_hooks.visualization.update(draw=True, interval=1)
         cfg.visualizer.setdefault("save_dir", args.show_dir)
         cfg.visualizer.save_dir = args.show_dir
-    runner = build_runner(cfg, args.launcher)
+    runner = build_runner(cfg, args.launcher, strict_load=True)
     return runner.test()
 
 

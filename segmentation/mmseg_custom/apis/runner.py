@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
+from typing import Any
 
 import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for CLIs)
@@ -73,11 +74,29 @@ def enable_amp(cfg: Config) -> None:
         wrapper.setdefault("loss_scale", "dynamic")
 
 
-def build_runner(cfg: Config, launcher: str) -> Runner:
-    """Apply machine-dependent fix-ups, start the process group, build the runner."""
+@RUNNERS.register_module()
+class StrictLoadRunner(Runner):
+    """mmengine ``Runner`` whose ``load_from`` checkpoint must match the model exactly.
+
+    mmengine loads ``load_from`` non-strictly: a checkpoint of another model only logs a
+    warning and evaluation runs on partly random weights. Here missing, unexpected or
+    mis-shaped keys raise an error that lists them.
+    """
+
+    def load_checkpoint(self, filename: str, map_location: Any = "cpu", strict: bool = True,
+                        revise_keys: list = [(r"^module.", "")]) -> dict:  # noqa: B006
+        return super().load_checkpoint(filename, map_location=map_location, strict=strict,
+                                       revise_keys=revise_keys)
+
+
+def build_runner(cfg: Config, launcher: str, strict_load: bool = False) -> Runner:
+    """Apply machine-dependent fix-ups, start the process group, build the runner
+    (:class:`StrictLoadRunner` with ``strict_load``, for evaluation)."""
     cfg.launcher = launcher
     configure_runtime(cfg, launcher)
     init_distributed(launcher)
+    if strict_load:
+        return StrictLoadRunner.from_cfg(cfg)
     if "runner_type" in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
