@@ -1,7 +1,7 @@
 """The README's main job: synthetic DeLiVER data -> train the early-fusion baseline on
 the CPU -> evaluate the best checkpoint on the synthetic test split.
 
-``python segmentation/tools/run_demo.py [--data-dir data/demo_deliver] [--work-dir work_dirs/demo]``
+``python segmentation/tools/run_demo.py [--data-dir segmentation/data/demo_deliver] [--work-dir work_dirs/demo]``
 Each step is one of the project's own entry points, run as a subprocess.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _run(args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="data/demo_deliver")
+    parser.add_argument("--data-dir", default=osp.join(osp.dirname(HERE), "data", "demo_deliver"))
     parser.add_argument("--work-dir", default="work_dirs/demo")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

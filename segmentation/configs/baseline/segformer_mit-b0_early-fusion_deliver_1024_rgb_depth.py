@@ -3,7 +3,7 @@
 # evaluation at 1024x1024 (labels nearest-resized from 1042x1042).
 _base_ = ["../_base_/default_runtime.py", "../_base_/models/segformer_mit-b0_early-fusion.py"]
 
-data_root = "data/DELIVER"
+data_root = "{{ fileDirname }}/../../data/DELIVER"
 modalities = ["rgb", "depth"]
 crop_size = (1024, 1024)
 train_pipeline = [

@@ -3,7 +3,7 @@
 # 128x128 images), evaluated with per-condition / per-case tables.
 _base_ = ["../baseline/segformer_mit-b0_early-fusion_deliver_1024_rgb_depth.py"]
 
-data_root = "data/demo_deliver"
+data_root = "{{ fileDirname }}/../../data/demo_deliver"
 modalities = ["rgb", "depth"]
 crop_size = (128, 128)
 train_pipeline = [
