@@ -42,7 +42,7 @@ python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_ops_cp
 wait  # the CPU and variant builds
 tail -2 "$tmp/build_cpu.log" >> "$out/env.txt"
 timeout 150 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
-  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or misaligned or batch_limit" > "$out/sanitizer.txt" 2>&1
+  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or L3P4D32 or L1P4D32 or misaligned or batch_limit" > "$out/sanitizer.txt" 2>&1
 echo "exit code $?" >> "$out/sanitizer.txt"
 python -m ms_deform_attn.benchmark --out "$out/benchmark.md" > "$tmp/benchmark_log.txt" 2>&1
 cat "$out/benchmark.md"
