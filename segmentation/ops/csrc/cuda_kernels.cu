@@ -46,9 +46,13 @@ namespace {
 #ifndef MSDA_MIN_BLOCKS  // register cap 65536 / (threads x blocks); measured on the H200 (docs/ops.md)
 #define MSDA_MIN_BLOCKS 6
 #endif
+#ifndef MSDA_MIN_BLOCKS_L1  // the same for the one-level (L, P) = (1, 4) kernels (the extractor's)
+#define MSDA_MIN_BLOCKS_L1 8
+#endif
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
 constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
+constexpr int min_blocks(int levels) { return levels == 1 ? MSDA_MIN_BLOCKS_L1 : kMinBlocks; }
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
@@ -265,7 +269,7 @@ template <typename A> struct alignas(16) Entry {
 // LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
 // shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time.
 template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) forward_kernel(
+__global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
     const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
   using A = acc_t<T>;
@@ -366,7 +370,7 @@ enum ValueGradMode { kBinned = 0, kAtomic = 1 };
 // (keys + entries indexed by sample, and the bucket sizes in counts[key + 1] when counts is given)
 // or, in kAtomic mode, fp32/fp64 atomics into a zeroed buffer.
 template <typename T, bool ALIGNED, int MODE, int LEVELS, int POINTS, int LOG2G>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(
+__global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) backward_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn,
     acc_t<T>* __restrict__ grad_value_acc, int* __restrict__ keys, Entry<acc_t<T>>* __restrict__ entries,
