@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 from mmseg_custom.compat import configure_runtime
 
 WORKER = textwrap.dedent("""
-    import os, sys, torch, torch.distributed as dist
+    import gc, os, sys, torch, torch.distributed as dist
     import mmseg_custom
     from mmengine.model import MMDistributedDataParallel
     from mmseg_custom.compat import DeviceAwareDistributedDataParallel, init_distributed
@@ -23,6 +23,7 @@ WORKER = textwrap.dedent("""
     assert dist.get_backend() == "gloo"
     cls = MMDistributedDataParallel if wrapper == "mmengine" else DeviceAwareDistributedDataParallel
     torch.manual_seed(0)
+    model = None
     try:
         model = cls(module=torch.nn.Linear(3, 1, bias=False), device_ids=[rank])
     except ValueError:
@@ -32,6 +33,9 @@ WORKER = textwrap.dedent("""
         result = " ".join(f"{v:.6f}" for v in model.module.weight.grad.flatten().tolist())
     with open(os.path.join(out_dir, f"{wrapper}{rank}.txt"), "w") as f:
         f.write(result)
+    del model  # free the DDP model before its process group
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 """)
 

@@ -14,7 +14,7 @@ import torch
 from conftest import REPO_ROOT
 
 WORKER = textwrap.dedent("""
-    import json, os, sys, uuid
+    import gc, json, os, sys, uuid
     import torch, torch.nn as nn, torch.distributed as dist
     import mmseg_custom
     from mmengine.config import Config
@@ -94,6 +94,11 @@ WORKER = textwrap.dedent("""
             bn_local=recorder.local, bn_after=module.bn.running_mean.tolist())
     with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
+    # free the DDP models before the process group: a reducer outliving its group can
+    # abort the interpreter at exit ("terminate called without an active exception")
+    del runner, module
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 """)
 

@@ -14,6 +14,7 @@ import sys
 import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
 from mmseg.registry import DATASETS
 from mmseg_custom.apis import build_runner, common_args, load_eval_config
+from mmseg_custom.compat import shutdown_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.test_evaluator = dict(type="PredictionWriter", output_dir=args.out_dir,
                               strip_suffix=strip, overlay=args.overlay)
     runner = build_runner(cfg, args.launcher, strict_load=True)
-    return runner.test()
+    metrics = runner.test()
+    del runner
+    shutdown_distributed()
+    return metrics
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 
 import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
 from mmseg_custom.apis import build_runner, common_args, load_eval_config
+from mmseg_custom.compat import shutdown_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.visualizer.setdefault("save_dir", args.show_dir)
         cfg.visualizer.save_dir = args.show_dir
     runner = build_runner(cfg, args.launcher, strict_load=True)
-    return runner.test()
+    metrics = runner.test()
+    del runner
+    shutdown_distributed()
+    return metrics
 
 
 if __name__ == "__main__":

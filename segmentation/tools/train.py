@@ -10,6 +10,7 @@ import sys
 
 import mmseg_custom  # noqa: F401  (compat fix-ups + registration)
 from mmseg_custom.apis import build_runner, common_args, enable_amp, load_config, set_local_rank
+from mmseg_custom.compat import shutdown_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.default_hooks.checkpoint.pop("save_best", None)
     runner = build_runner(cfg, args.launcher)
     runner.train()
+    del runner
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ built with BatchNorm and converted under CUDA DDP (see :func:`configure_runtime`
 """
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -48,6 +49,15 @@ def init_distributed(launcher: str) -> None:
         if key not in os.environ:
             raise RuntimeError(f"environment variable {key} is not set: start with torchrun")
     dist.init_process_group(backend="gloo")
+
+
+def shutdown_distributed() -> None:
+    """Tear the process group down at the end of a run (after the models that use it are
+    freed): a DDP reducer or gloo thread outliving its group can abort the interpreter at exit."""
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def configure_runtime(cfg: Config, launcher: str) -> Config:
