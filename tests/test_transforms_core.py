@@ -47,6 +47,16 @@ def _load(files, modalities, channels, **paths):
     return LoadMultiModalImages(modalities, channels)(info)
 
 
+def test_load_modalities_from_the_sample(files):
+    """modalities=None: RGB plus the sample's modality_paths, in dataset order."""
+    explicit = _load(files, ["rgb", "deep", "gray"], [3, 3, 3], deep="deep.png", gray="gray.png")
+    derived = _load(files, None, None, deep="deep.png", gray="gray.png")
+    assert derived["modalities"] == ["rgb", "deep", "gray"]
+    np.testing.assert_array_equal(derived["img"], explicit["img"])
+    with pytest.raises(ValueError, match="same length"):
+        _load(files, None, [3, 3], deep="deep.png", gray="gray.png")
+
+
 def test_load_colour_modes_bgr_gray_replicated_and_16bit_downconverted(files):
     out = _load(files, ["rgb", "gray", "deep"], [3, 3, 3], gray="gray.png", deep="deep.png")
     img = out["img"]

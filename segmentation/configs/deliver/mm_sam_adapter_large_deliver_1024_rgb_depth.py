@@ -27,7 +27,7 @@ model = dict(
 # Normalisation and the padding to the crop happen in the data preprocessor (after
 # normalisation, value 0; labels 255), as the released pipeline did.
 train_pipeline = [
-    dict(type='LoadMultiModalImages', modalities=modalities, channels=[3, 3]),
+    dict(type='LoadMultiModalImages', modalities=None, channels=[3, 3]),  # the dataset's
     dict(type='LoadMultiModalAnnotations'),
     dict(type='RandomGaussianBlurRGB', kernel_size=(3, 3), p=0.2),
     dict(type='MultiModalResize', img_scale=(1042, 1042), ratio_range=(0.5, 2.0)),
@@ -38,7 +38,7 @@ train_pipeline = [
 ]
 # Test: images 1042 -> 1024, ground truth nearest-resized to 1024 (metrics at 1024, Q29).
 test_pipeline = [
-    dict(type='LoadMultiModalImages', modalities=modalities, channels=[3, 3]),
+    dict(type='LoadMultiModalImages', modalities=None, channels=[3, 3]),  # the dataset's
     dict(type='LoadMultiModalAnnotations'),
     dict(type='MultiModalResize', img_scale=(1024, 1024), seg_scale=(1024, 1024),
          keep_ratio=True),

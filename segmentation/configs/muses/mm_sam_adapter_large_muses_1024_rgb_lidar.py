@@ -33,7 +33,7 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=(1024, 1024), stride=(640, 640), rescale=True))
 
 train_pipeline = [
-    dict(type='LoadMultiModalImages', modalities=modalities, channels=[3, 3]),
+    dict(type='LoadMultiModalImages', modalities=None, channels=[3, 3]),  # the dataset's
     dict(type='LoadMultiModalAnnotations'),
     dict(type='RandomGaussianBlurRGB', kernel_size=(3, 3), p=0.2),
     dict(type='MultiModalResize', img_scale=(1920, 1080), ratio_range=(0.5, 2.0)),
@@ -44,7 +44,7 @@ train_pipeline = [
     dict(type='PackMultiModalInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadMultiModalImages', modalities=modalities, channels=[3, 3]),
+    dict(type='LoadMultiModalImages', modalities=None, channels=[3, 3]),  # the dataset's
     dict(type='LoadMultiModalAnnotations'),
     dict(type='PackMultiModalInputs'),
 ]

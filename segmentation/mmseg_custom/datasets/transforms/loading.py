@@ -73,13 +73,27 @@ class LoadMultiModalImages(BaseTransform):
     of every block in ``img``), ``modality_shapes`` (name -> shape as decoded).
 
     Args:
-        modalities: modality names, RGB first (e.g. ``('rgb', 'depth')``).
-        channels: channels per modality as stored (1 or 3 for images; any for ``.npz``).
+        modalities: modality names, RGB first (e.g. ``('rgb', 'depth')``); None: RGB plus
+            the sample's ``modality_paths`` in dataset order (the dataset's ``modalities``
+            is then the one place that names them).
+        channels: channels per modality as stored (1 or 3 for images; any for ``.npz``);
+            None: 3 each.
         backend_args: mmengine file backend arguments.
     """
 
-    def __init__(self, modalities: Sequence[str] = ("rgb", "depth"),
-                 channels: Sequence[int] = (3, 3), backend_args: dict | None = None) -> None:
+    def __init__(self, modalities: Sequence[str] | None = ("rgb", "depth"),
+                 channels: Sequence[int] | None = (3, 3), backend_args: dict | None = None) -> None:
+        if modalities is not None:
+            self.modalities, self.channels = self._checked(modalities, channels)
+        else:
+            self.modalities, self.channels = None, channels
+        self.backend_args = backend_args
+
+    @staticmethod
+    def _checked(modalities: Sequence[str], channels: Sequence[int] | None
+                 ) -> tuple[list[str], list[int]]:
+        if channels is None:
+            channels = [3] * len(modalities)
         if len(modalities) != len(channels):
             raise ValueError(f"modalities {list(modalities)} and channels {list(channels)} "
                              "must have the same length")
@@ -88,12 +102,17 @@ class LoadMultiModalImages(BaseTransform):
         if int(channels[0]) != 3:
             raise ValueError(f"the first modality ({modalities[0]}) is the RGB image and must have "
                              f"3 channels, got {channels[0]}")
-        self.modalities = [str(m) for m in modalities]
-        self.channels = [int(c) for c in channels]
-        self.backend_args = backend_args
+        return [str(m) for m in modalities], [int(c) for c in channels]
 
-    def _path(self, results: dict, index: int) -> str:
-        name = self.modalities[index]
+    def _sample_modalities(self, results: dict) -> tuple[list[str], list[int]]:
+        """Configured modalities, or (``modalities=None``) RGB plus the sample's
+        ``modality_paths`` in dataset order."""
+        if self.modalities is not None:
+            return self.modalities, self.channels
+        return self._checked(["rgb", *(results.get("modality_paths") or {})], self.channels)
+
+    @staticmethod
+    def _path(results: dict, name: str, index: int) -> str:
         if index == 0:
             return results["img_path"]
         paths = results.get("modality_paths") or {}
@@ -125,13 +144,14 @@ class LoadMultiModalImages(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         blocks, shapes, paths = [], {}, []
-        for index, (name, channels) in enumerate(zip(self.modalities, self.channels)):
-            path = self._path(results, index)
+        modalities, channels_cfg = self._sample_modalities(results)
+        for index, (name, channels) in enumerate(zip(modalities, channels_cfg)):
+            path = self._path(results, name, index)
             block = self._read(path, name, channels)
             if blocks and block.shape[:2] != blocks[0].shape[:2]:
                 raise ValueError(f"size mismatch between modalities: '{name}' file {path} is "
                                  f"{block.shape[1]}x{block.shape[0]} (WxH) but "
-                                 f"'{self.modalities[0]}' file {paths[0]} is "
+                                 f"'{modalities[0]}' file {paths[0]} is "
                                  f"{blocks[0].shape[1]}x{blocks[0].shape[0]}")
             blocks.append(block)
             shapes[name] = tuple(block.shape)
@@ -149,7 +169,7 @@ class LoadMultiModalImages(BaseTransform):
         results["ori_shape"] = (height, width)
         results["pad_shape"] = (height, width)
         results["scale_factor"] = (1.0, 1.0)
-        results["modalities"] = list(self.modalities)
+        results["modalities"] = list(modalities)
         results["modality_channels"] = counts
         results["modality_shapes"] = shapes
         return results
