@@ -32,6 +32,30 @@ CASES = (
     Case(2, ((5, 9),), 14, 2, 32, 4),  # with CASES[2]: the model's (L, P) = (1, 4), (3, 4) CUDA kernels
 )
 
+# Larger maps (the CASES' are at most 11 pixels a side): sparse and dense levels, partial blocks of
+# rows at the right / bottom edges, and (last case) about 30 samples per value row and head, so that
+# many samples share each value row's gradient.
+WIDE_CASES = (
+    Case(2, ((37, 45), (19, 23)), 60, 2, 32, 4),
+    Case(1, ((20, 27),), 700, 2, 16, 4),
+    Case(1, ((33, 18), (17, 9), (9, 5)), 120, 3, 32, 4),
+    Case(1, ((16, 16),), 2000, 2, 32, 4),
+)
+
+
+def pixel_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
+    """Like border_locations, and another quarter on and beside pixel centres: pixel coordinates
+    k - 0.5 and k +- 1e-3 for every k (corner weights of 0, 1 and nearly so). Not exactly k: there the
+    bilinear sample has a kink and its location gradient is one-sided, so that one ulp of rounding in
+    either implementation flips it."""
+    loc = border_locations(case, generator)
+    sizes = torch.tensor(case.levels, dtype=torch.float64).flip(-1).view(1, 1, 1, -1, 1, 2)  # (W, H)
+    k = torch.floor(torch.rand(loc.shape, generator=generator, dtype=torch.float64) * (sizes + 1))
+    shift = torch.tensor([-0.5, -1e-3, 1e-3], dtype=torch.float64)
+    pixel = k + shift[torch.randint(0, 3, loc.shape, generator=generator)]
+    pick = torch.rand(loc.shape, generator=generator, dtype=torch.float64) < 0.25
+    return torch.where(pick, (pixel + 0.5) / sizes, loc)
+
 
 def level_tensors(levels: tuple[tuple[int, int], ...], device: str | torch.device = "cpu"):
     shapes = torch.tensor(levels, dtype=torch.int64, device=device)
@@ -52,14 +76,14 @@ def border_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
 
 
 def make_inputs(case: Case, seed: int, dtype: torch.dtype = torch.float64, device: str = "cpu",
-                requires_grad: bool = False):
+                requires_grad: bool = False, locations=border_locations):
     """Fresh random (value, shapes, starts, locations, weights); value/weights in ``dtype``,
     locations in fp32 (fp64 for fp64), all generated in fp64 on the CPU first."""
     generator = torch.Generator().manual_seed(seed)
     shapes, starts, s = level_tensors(case.levels)
     num_levels = len(case.levels)
     value = torch.randn(case.n, s, case.m, case.d, generator=generator, dtype=torch.float64)
-    loc = border_locations(case, generator)
+    loc = locations(case, generator)
     weights = torch.rand(case.n, case.lq, case.m, num_levels, case.p, generator=generator,
                          dtype=torch.float64) + 0.1
     loc_dtype = torch.float64 if dtype == torch.float64 else torch.float32

@@ -7,7 +7,8 @@ import torch
 
 import ms_deform_attn as msda
 from ms_deform_attn import extension
-from ops_cases import CASES, Case, adapter_msdeformattn, level_tensors, make_inputs, oracle, rel_err
+from ops_cases import (CASES, WIDE_CASES, Case, adapter_msdeformattn, level_tensors, make_inputs, oracle, pixel_locations,
+                       rel_err)
 
 CPU_BACKENDS = ["reference", "native"]
 
@@ -88,6 +89,19 @@ def test_backend_matches_fp64_reference(backend, case, dtype, request):
     tol = 1e-11 if dtype == torch.float64 else 1e-5
     for name, got, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), (out, *grads), ref):
         assert rel_err(got, want) < tol, f"{backend} {name}: {rel_err(got, want)}"
+
+
+@pytest.mark.parametrize("case", WIDE_CASES, ids=lambda c: f"L{len(c.levels)}S{c.levels[0][0]}Q{c.lq}D{c.d}")
+def test_native_on_wide_maps(case, native_cpu):
+    """Larger maps, many samples per value row, samples on and beside pixel centres (fp64)."""
+    value, shapes, starts, loc, weights = make_inputs(case, seed=11 + WIDE_CASES.index(case), requires_grad=True,
+                                                      locations=pixel_locations)
+    out = msda.ms_deform_attn(value, shapes, starts, loc, weights, backend="native")
+    grad_out = torch.randn(out.shape, dtype=torch.float64)
+    grads = torch.autograd.grad(out, (value, loc, weights), grad_out)
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for name, got, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), (out, *grads), ref):
+        assert rel_err(got, want) < 1e-11, f"{name}: {rel_err(got, want)}"
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

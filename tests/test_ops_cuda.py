@@ -10,7 +10,8 @@ import torch
 
 import ms_deform_attn as msda
 from ms_deform_attn import extension
-from ops_cases import CASES, Case, adapter_msdeformattn, level_tensors, make_inputs, oracle, rel_err
+from ops_cases import (CASES, WIDE_CASES, Case, adapter_msdeformattn, level_tensors, make_inputs, oracle, rel_err,
+                       pixel_locations)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -45,7 +46,7 @@ def run_native(value, shapes, starts, loc, weights, grad_out, deterministic):
     return (out, *grads)
 
 
-@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{len(c.levels)}P{c.p}D{c.d}N{c.n}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_kernels_match_fp64_reference(case, dtype, deterministic, poisoned_memory):
@@ -54,6 +55,19 @@ def test_kernels_match_fp64_reference(case, dtype, deterministic, poisoned_memor
     grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
     got = run_native(value, shapes, starts, loc, weights, grad_out, deterministic)
     assert got[0].dtype == dtype and got[1].dtype == dtype
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), got, ref):
+        assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
+
+
+@pytest.mark.parametrize("case", WIDE_CASES, ids=lambda c: f"L{len(c.levels)}S{c.levels[0][0]}Q{c.lq}D{c.d}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_kernels_on_wide_maps(case, dtype, poisoned_memory):
+    """The default backward on larger maps, many samples per value row, samples on pixel centres."""
+    value, shapes, starts, loc, weights = make_inputs(case, seed=31 * WIDE_CASES.index(case) + DTYPES.index(dtype),
+                                                      dtype=dtype, device="cuda", locations=pixel_locations)
+    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
+    got = run_native(value, shapes, starts, loc, weights, grad_out, False)
     ref = oracle(value, shapes, starts, loc, weights, grad_out)
     for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), got, ref):
         assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
