@@ -5,6 +5,7 @@ Optional: ``MS_DEFORM_ATTN_BUILD_EXT=1 pip install --no-build-isolation -e .`` a
 ms_deform_attn kernels (C++ CPU, plus CUDA when torch has CUDA and nvcc is found; architectures from
 ``TORCH_CUDA_ARCH_LIST``). Without that variable nothing is compiled and torch is not imported.
 """
+import glob
 import os
 
 from setuptools import find_packages, setup
@@ -30,7 +31,7 @@ def _ms_deform_attn_extensions() -> dict:
                                           extra_compile_args={"cxx": ["-O3", "-fopenmp"]},
                                           extra_link_args=["-fopenmp"])]
     if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None:
-        modules.append(cpp_extension.CUDAExtension("ms_deform_attn._C_cuda", [f"{csrc}/cuda_kernels.cu"],
+        modules.append(cpp_extension.CUDAExtension("ms_deform_attn._C_cuda", sorted(glob.glob(f"{csrc}/cuda_*.cu")),
                                                    include_dirs=[os.path.abspath(csrc)],
                                                    extra_compile_args=flags))
     return {"ext_modules": modules, "cmdclass": {"build_ext": cpp_extension.BuildExtension}}

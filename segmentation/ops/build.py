@@ -5,7 +5,7 @@ and ``ms_deform_attn::backward`` operators (the schemas, fake implementations an
 ``extension.py``):
 
 * ``cpu``:  csrc/cpu_kernels.cpp (the C++ compiler torch extensions use);
-* ``cuda``: csrc/cuda_kernels.cu (nvcc; architectures from ``TORCH_CUDA_ARCH_LIST``, else the GPUs
+* ``cuda``: csrc/cuda_*.cu (nvcc, one object each; architectures from ``TORCH_CUDA_ARCH_LIST``, else the GPUs
   present, as in ``torch.utils.cpp_extension``).
 
 They land in ``<build root>/<flavour>/ms_deform_attn_<flavour>.so`` next to a stamp of the sources and
@@ -24,8 +24,9 @@ from pathlib import Path
 PKG_DIR = Path(__file__).resolve().parent
 CSRC_DIR = PKG_DIR / "csrc"
 BUILD_ROOT = Path(os.environ.get("MS_DEFORM_ATTN_BUILD_DIR") or PKG_DIR / "build")
-SOURCES = {"cpu": ["cpu_kernels.cpp"], "cuda": ["cuda_kernels.cu"]}
-HEADERS = ["common.h"]
+SOURCES = {"cpu": ["cpu_kernels.cpp"],
+           "cuda": ["cuda_ops.cu", "cuda_forward.cu", "cuda_backward_tiled.cu", "cuda_backward_query.cu"]}
+HEADERS = ["common.h", "cuda_common.cuh", "cuda_launch.h"]
 CFLAGS = ["-O3", "-fopenmp"]  # ATen's parallel_for is an inline "omp parallel": serial without it
 CUDA_CFLAGS = ["-O3", "-lineinfo", "-Xptxas=-warn-spills"] + os.environ.get("MS_DEFORM_ATTN_NVCC_FLAGS", "").split()
 

@@ -20,7 +20,7 @@ ln -s "$repo/segmentation/ops" "$tmp/ms_deform_attn"
 export PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
-variants=("-DMSDA_MIN_BLOCKS=4 -DMSDA_BATCH=4" "-DMSDA_MIN_BLOCKS=1 -DMSDA_BATCH=4")
+variants=("-DMSDA_TILE_MIN_BLOCKS=6 -DMSDA_TILE_GRID_PER_SM=6" "-DMSDA_TILE_MIN_BLOCKS=6 -DMSDA_TILE_GRID_PER_SM=4")
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 
@@ -41,8 +41,9 @@ cd "$repo"
 python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_ops_cpu.py 2>&1 | tee "$out/gpu_tests.txt"
 wait  # the CPU and variant builds
 tail -2 "$tmp/build_cpu.log" >> "$out/env.txt"
-timeout 150 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
-  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or L3P4D32 or L1P4D32 or misaligned or batch_limit" > "$out/sanitizer.txt" 2>&1
+timeout 200 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
+  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or L3P4D32 or L1P4D32 or misaligned or batch_limit or wide_maps" \
+  > "$out/sanitizer.txt" 2>&1
 echo "exit code $?" >> "$out/sanitizer.txt"
 python -m ms_deform_attn.benchmark --out "$out/benchmark.md" > "$tmp/benchmark_log.txt" 2>&1
 cat "$out/benchmark.md"
@@ -67,7 +68,7 @@ for shape in model_shapes(1):
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
 PY
 
-subset=(--backends native --dtypes bf16 fp32 --batches 1 --modes fwd fwd+bwd)
+subset=(--backends native --dtypes bf16 --batches 1 2 --modes fwd+bwd)
 { for i in "${!variants[@]}"; do
     echo "## variant ${variants[$i]}"
     tail -1 "$tmp/variant$i.log"
@@ -83,7 +84,7 @@ for _ in range(2):
     step()
 torch.cuda.synchronize()
 PY
-timeout 100 "${ncu:-ncu}" --clock-control none -k regex:'forward_kernel|backward_kernel|value_grad|fill_buckets' \
+timeout 100 "${ncu:-ncu}" --clock-control none -k regex:'forward_kernel|tile_' \
   -s 4 -c 4 --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis \
   python "$tmp/ncu_step.py" > "$out/ncu.txt" 2>&1
 echo "total: $(( $(date +%s) - start )) s" >> "$out/env.txt"

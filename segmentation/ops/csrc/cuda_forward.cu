@@ -1,0 +1,144 @@
+// Forward kernel of ms_deform_attn: one group of G lanes per (batch, query, head) (cuda_common.cuh).
+// Per batch of kBatch samples a lane first reads the precomputed corner indices and weights, then
+// issues all 4 * kBatch gathers, then does the math. Locations, weights and accumulation are fp32
+// (fp64 for fp64). Every output element is written by exactly one lane (no zero-fill pass).
+#include "cuda_common.cuh"
+#include "cuda_launch.h"
+
+namespace msda {
+namespace {
+
+// Per-group table in shared memory: one slot per sample of the current chunk. A chunk has
+// max(G, kBatch) samples; each lane of the group computes the bilinear corners of chunk samples
+// lane, lane + G, ... once, and every lane of the group reads them back (broadcast reads).
+template <typename A> struct ForwardSlot {
+  int4 row;  // spatial index of the four corners, -1 = zero
+  A w[4];    // attention weight x bilinear weight
+};
+
+// LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
+// shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time.
+template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G>
+__global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
+    const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
+    const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
+  using A = acc_t<T>;
+  constexpr int V = kVec<T>;
+  __shared__ LevelTable lv;
+  __shared__ ForwardSlot<A> slots[kThreads * kBatch];
+  load_levels(lv, shapes, starts, dims.levels);
+  const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
+  const int points = POINTS > 0 ? POINTS : dims.points;
+  const int G = 1 << log2g;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t group = thread >> log2g;
+  const int lane = static_cast<int>(thread & (G - 1));
+  const int c0 = lane * V;
+  // Lanes past the end stay to the end (warp-synchronous shared-memory tables): they read the
+  // last group's inputs and write nothing.
+  const bool active = group < dims.groups;
+  int64_t n;
+  int m;
+  const int64_t mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
+  const bool has_ch = active && c0 < dims.d;
+  const int valid = max(0, min(V, dims.d - c0));
+  const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
+  const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
+  const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
+  const A* lg = loc + mem_group * samples * 2;
+  const A* ag = attn + mem_group * samples;
+  const int chunk = max(G, kBatch);
+  ForwardSlot<A>* table = slots + (threadIdx.x >> log2g) * chunk;
+
+  A acc[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = A(0);
+#pragma unroll
+  for (int j0 = 0; j0 < samples; j0 += chunk) {
+#pragma unroll
+    for (int i = lane; i < chunk; i += G) {
+      const int j = min(j0 + i, samples - 1);
+      const int l = j / points;
+      const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
+                                               lv.width[l], lv.start[l]);
+      const A a = j0 + i < samples ? __ldg(ag + j) : A(0);
+      ForwardSlot<A> slot;
+      slot.row = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) slot.w[k] = a * c.w[k];
+      table[i] = slot;
+    }
+    __syncwarp();
+    const int count = min(chunk, samples - j0);
+#pragma unroll
+    for (int i0 = 0; i0 < count; i0 += kBatch) {
+      int idx[kBatch][4];
+      A wgt[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const ForwardSlot<A> slot = table[min(i0 + b, count - 1)];
+        const bool real = has_ch && i0 + b < count;
+        idx[b][0] = real ? slot.row.x : -1;
+        idx[b][1] = real ? slot.row.y : -1;
+        idx[b][2] = real ? slot.row.z : -1;
+        idx[b][3] = real ? slot.row.w : -1;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) wgt[b][k] = real ? slot.w[k] : A(0);
+      }
+      LaneData<T, ALIGNED> data[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
+      }
+      // all gathers of the batch are in flight; sum each sample's corners, then the samples
+      A part[kBatch][V];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        A x[4][V];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) data[b][k].get(x[k]);
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+          part[b][v] = wgt[b][0] * x[0][v] + wgt[b][1] * x[1][v] + wgt[b][2] * x[2][v] + wgt[b][3] * x[3][v];
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] += part[b][v];
+      }
+    }
+    __syncwarp();
+  }
+  if (has_ch) store_lane<T, ALIGNED>(out + mem_group * dims.d + c0, acc, valid);
+}
+
+}  // namespace
+
+void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                    const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& out, const Geometry& geo) {
+  dispatch_value_type(value.scalar_type(), [&](auto tag) {
+    using S = decltype(tag);
+    using T = typename CudaType<S>::type;
+    using A = acc_t<T>;
+    const int log2g = log2_group(geo.d, kVec<T>);
+    const Dims dims{geo.n * geo.lq * geo.m, static_cast<int>(geo.s), static_cast<int>(geo.m),
+                    static_cast<int>(geo.d), static_cast<int>(geo.lq), static_cast<int>(geo.levels),
+                    static_cast<int>(geo.points), log2g};
+    const bool aligned = geo.d % kVec<T> == 0 && aligned16(value);
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const auto blocks = blocks_for(dims.groups << log2g);
+    const T* val = reinterpret_cast<const T*>(value.data_ptr<S>());
+    T* o = reinterpret_cast<T*>(out.data_ptr<S>());
+    const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
+    const int64_t* st = level_start_index.data_ptr<int64_t>();
+    dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
+      forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value>
+          <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace msda
