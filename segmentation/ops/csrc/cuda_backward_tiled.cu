@@ -232,6 +232,25 @@ __device__ __forceinline__ TileWork tile_work(int w, const TileTable& tt, int he
   return t;
 }
 
+// A sample's inputs to the tile kernel, loaded ahead of their use.
+template <int LANES>
+struct Fetched {
+  int e;
+  uint4 g[LANES];  // grad_out row of the sample's (batch, query, head)
+  float2 xy;
+  float a;
+  template <typename T>
+  __device__ __forceinline__ void load(int sample, const T* grad_out, const float* loc, const float* attn,
+                                       int samples_per_group, int d) {
+    e = sample;
+    const uint4* go = reinterpret_cast<const uint4*>(grad_out + static_cast<int64_t>(sample / samples_per_group) * d);
+#pragma unroll
+    for (int k = 0; k < LANES; ++k) g[k] = __ldg(go + k);
+    xy = reinterpret_cast<const float2*>(loc)[sample];
+    a = attn[sample];
+  }
+};
+
 __device__ __forceinline__ unsigned smem_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -314,6 +333,10 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
 #pragma unroll
     for (int j = 0; j < kNTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
     const int begin = work_begin, end = work_end;
+    // this thread's sample of the current chunk, loaded during the previous chunk (software pipeline:
+    // bin entry during phase 1, then grad_out row, location and weight during the MMA)
+    Fetched<kLanes> cur;
+    if (tid < min(kChunk, end - begin)) cur.load(bins[begin + tid], grad_out, loc, attn, samples_per_group, D);
     for (int chunk = begin;; chunk += kChunk) {
       const int count = min(kChunk, end - chunk);
 #pragma unroll
@@ -321,17 +344,16 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
         if (written[k] >= 0) coef[written[k] * kCoefPitch + tid] = T();
         written[k] = -1;
       }
+      const int next_count = min(kChunk, end - chunk - kChunk);
+      const int next_e = tid < next_count ? bins[chunk + kChunk + tid] : -1;  // in flight during phase 1
       int e = 0;
       float lh = 0.f, lw = 0.f, a = 0.f;
       int y0 = 0, x0 = 0;
       if (tid < count) {  // one sample per thread: stage its grad_out row, write its coefficients
-        e = bins[chunk + tid];
-        const uint4* go = reinterpret_cast<const uint4*>(grad_out + static_cast<int64_t>(e / samples_per_group) * D);
-        uint4 g[kLanes];
-#pragma unroll
-        for (int k = 0; k < kLanes; ++k) g[k] = __ldg(go + k);
-        const float2 xy = reinterpret_cast<const float2*>(loc)[e];
-        a = attn[e];
+        e = cur.e;
+        const uint4* g = cur.g;
+        const float2 xy = cur.xy;
+        a = cur.a;
         const float h = pixel(xy.y, height), wp = pixel(xy.x, width);
         const float h_floor = floorf(h), w_floor = floorf(wp);
         y0 = static_cast<int>(h_floor);
@@ -366,6 +388,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
         next_end = offsets[nt.bin + 1];
       }
       __syncthreads();
+      if (next_e >= 0) cur.load(next_e, grad_out, loc, attn, samples_per_group, D);  // in flight during the MMA
       // a home sample (its anchor in this tile): location and weight gradients from the shared rows
       if (tid < count && (max(y0, 0) >> kLog2Side) == ty && (max(x0, 0) >> kLog2Side) == tx) {
         const bool top = y0 >= 0, bottom = y0 + 1 < height, left = x0 >= 0, right = x0 + 1 < width;
