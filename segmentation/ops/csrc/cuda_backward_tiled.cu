@@ -153,12 +153,21 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
       xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
     }
+    // round r's sample, its tiles, and the lanes of the warp that share its home tile
+    const auto decode = [&](int r, SampleTiles& s, int& leader, int& size, int& rank) {
+      const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
+      s = sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
+      const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
+      leader = __ffs(same) - 1;
+      size = __popc(same);
+      rank = __popc(same & ((1u << lane) - 1));
+      return i < per_level;
+    };
 #pragma unroll
     for (int r = 0; r < kBinRounds; ++r) {
-      const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
-      const SampleTiles s = sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
-      const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
-      const int leader = __ffs(same) - 1, size = __popc(same), rank = __popc(same & ((1u << lane) - 1));
+      SampleTiles s;
+      int leader, size, rank;
+      const bool valid = decode(r, s, leader, size, rank);
 #pragma unroll
       for (int k = 0; k < 4; ++k) {  // FILL without the shared histogram: slots claimed in pass 2
         if (s.tile[k] < 0 || (k == 0 && lane != leader)) continue;
@@ -166,7 +175,7 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
         if (shared_hist) atomicAdd(hist + s.tile[k], amount);
         else if (!FILL) atomicAdd(counts + 1 + bin0 + s.tile[k], amount);
       }
-      if (!FILL && i < per_level && !s.inside) {  // never binned: zero location / weight gradients
+      if (!FILL && valid && !s.inside) {  // never binned: zero location / weight gradients
         reinterpret_cast<float2*>(grad_loc)[s.e] = make_float2(0.f, 0.f);
         grad_attn[s.e] = 0.f;
       }
@@ -186,10 +195,9 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       __syncthreads();
 #pragma unroll
       for (int r = 0; r < kBinRounds; ++r) {
-        const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
-        const SampleTiles s = sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
-        const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
-        const int leader = __ffs(same) - 1, size = __popc(same), rank = __popc(same & ((1u << lane) - 1));
+        SampleTiles s;
+        int leader, size, rank;
+        decode(r, s, leader, size, rank);
         int first = 0;
         if (s.tile[0] >= 0 && lane == leader) {
           first = shared_hist ? base[s.tile[0]] + atomicAdd(hist + s.tile[0], size)
@@ -212,47 +220,95 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
   }
 }
 
-// Work item w (levels from the last to the first, then (batch, head), then tile) -> level, (batch,
-// head) and tile within the level; w < heads x tiles per head.
-struct TileWork {
-  int level, nm, tile, bin;
+// Work item w (levels from the last to the first, then (batch, head), then tile) -> the tile's
+// geometry; w < heads x tiles per head.
+struct TileGeom {
+  int level, n, m, bin;
+  int y_first, x_first;  // the tile's first value row / column
+  int rows_y, rows_x;    // rows / columns of the tile plus halo that lie inside the map
 };
 
-__device__ __forceinline__ TileWork tile_work(int w, const TileTable& tt, int heads, int levels) {
-  int l = levels - 1;
+__device__ __forceinline__ TileGeom tile_geom(int w, const TileTable& tt, const TileDims& d) {
+  const int heads = d.n * d.m;
+  int l = d.levels - 1;
   while (w >= heads * tt.tiles[l]) {
     w -= heads * tt.tiles[l];
     --l;
   }
-  TileWork t;
-  t.level = l;
-  t.nm = w / tt.tiles[l];
-  t.tile = w - t.nm * tt.tiles[l];
-  t.bin = t.nm * tt.tile_start[levels] + tt.tile_start[l] + t.tile;
-  return t;
+  TileGeom g;
+  g.level = l;
+  const int nm = w / tt.tiles[l], tile = w - nm * tt.tiles[l];
+  g.n = nm / d.m;
+  g.m = nm - g.n * d.m;
+  g.bin = nm * tt.tile_start[d.levels] + tt.tile_start[l] + tile;
+  const int ty = tile / tt.tiles_x[l];
+  g.y_first = ty << kLog2Side;
+  g.x_first = (tile - ty * tt.tiles_x[l]) << kLog2Side;
+  g.rows_y = min(kSide + 1, tt.height[l] - g.y_first);
+  g.rows_x = min(kSide + 1, tt.width[l] - g.x_first);
+  return g;
 }
-
-// A sample's inputs to the tile kernel, loaded ahead of their use.
-template <int LANES>
-struct Fetched {
-  int e;
-  uint4 g[LANES];  // grad_out row of the sample's (batch, query, head)
-  float2 xy;
-  float a;
-  template <typename T>
-  __device__ __forceinline__ void load(int sample, const T* grad_out, const float* loc, const float* attn,
-                                       int samples_per_group, int d) {
-    e = sample;
-    const uint4* go = reinterpret_cast<const uint4*>(grad_out + static_cast<int64_t>(sample / samples_per_group) * d);
-#pragma unroll
-    for (int k = 0; k < LANES; ++k) g[k] = __ldg(go + k);
-    xy = reinterpret_cast<const float2*>(loc)[sample];
-    a = attn[sample];
-  }
-};
 
 __device__ __forceinline__ unsigned smem_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Staged grad_out rows are D values without padding; the 16-byte pieces of a row are permuted
+// (XOR with the row's position within its 128-byte line group) so that both the ldmatrix reads of
+// 8 rows at one piece and the writes of whole rows are free of bank conflicts.
+template <int LANES>
+__device__ __forceinline__ int swizzle(int row, int piece) {
+  constexpr int kShift = LANES >= 8 ? 0 : LANES == 4 ? 1 : LANES == 2 ? 2 : 3;  // log2(rows per 128 bytes)
+  return piece ^ ((row >> kShift) & (LANES - 1));
+}
+
+// The inputs of one chunk, loaded a chunk ahead. Called by whole warps: each thread holds its own
+// sample's location and weight, and piece (lane % LANES) of the grad_out rows of the warp's samples
+// lane / LANES + k * 32 / LANES (a row's pieces are read by adjacent lanes: 64 bytes per request).
+template <int LANES>
+struct Fetched {
+  int e;  // this thread's sample, -1 for none
+  float2 xy;
+  float a;
+  uint4 g[LANES];
+  template <typename T>
+  __device__ __forceinline__ void load(int sample, const T* grad_out, const float* loc, const float* attn,
+                                       int samples_per_group, int d, int lane) {
+    e = sample;
+    int row = -1;  // grad_out row (batch, query, head) of the sample
+    if (sample >= 0) {
+      row = sample / samples_per_group;
+      xy = reinterpret_cast<const float2*>(loc)[sample];
+      a = attn[sample];
+    }
+#pragma unroll
+    for (int k = 0; k < LANES; ++k) {
+      const int r = __shfl_sync(0xffffffffu, row, lane / LANES + k * (32 / LANES));
+      g[k] = r >= 0 ? __ldg(reinterpret_cast<const uint4*>(grad_out + static_cast<int64_t>(r) * d) + lane % LANES)
+                    : make_uint4(0, 0, 0, 0);
+    }
+  }
+};
+
+// Copies the value rows of a tile and its halo (those inside the map) into `rows` (pitch D) with
+// cp.async, as one commit group.
+template <typename T, int D>
+__device__ __forceinline__ void copy_value_rows(T* rows, const T* value, const TileGeom& g, const TileTable& tt,
+                                                const TileDims& d) {
+  constexpr int kLanes = D / kVec<T>;
+  const int width = tt.width[g.level];
+  const int64_t row_stride = static_cast<int64_t>(d.m) * D;
+  const T* level = value + (static_cast<int64_t>(g.n) * d.s + tt.start[g.level]) * row_stride +
+                   static_cast<int64_t>(g.m) * D;
+  for (int k = threadIdx.x; k < kHaloRows * kLanes; k += kTileThreads) {
+    const int piece = k % kLanes, r = k / kLanes;
+    const int ry = r / kHaloX, rx = r - ry * kHaloX;
+    if (ry >= g.rows_y || rx >= g.rows_x) continue;
+    const T* src = level + ((g.y_first + ry) * width + g.x_first + rx) * row_stride + piece * kVec<T>;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_address(rows + r * D + piece * kVec<T>)),
+                 "l"(src));
+  }
+  asm volatile("cp.async.commit_group;");
 }
 
 template <typename T>
@@ -280,131 +336,139 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], unsigned addres
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
 }
 
-// Dynamic shared memory: value rows (kHaloRows x (D + 8) T), staged grad_out rows (kChunk x (D + 8) T),
-// coefficients (kRows x kCoefPitch T). Rows padded by 16 bytes against bank conflicts.
+// Dynamic shared memory: value rows of two tiles (2 x kHaloRows x D T: the current one and the next,
+// copied during the current tile's last chunk), staged grad_out rows (kChunk x D T, swizzled),
+// coefficients (kRows x kCoefPitch T). Needs sm_80 (cp.async, bf16 mma); tiled_supported checks.
 template <typename T, int D>
 __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const float* __restrict__ loc, const float* __restrict__ attn,
     const int* __restrict__ bins, const int* __restrict__ offsets, int* __restrict__ work_counter,
     T* __restrict__ grad_value, float* __restrict__ grad_loc, float* __restrict__ grad_attn, TileDims d) {
-  constexpr int V = kVec<T>;                 // 8 channels per 16 bytes
-  constexpr int kLanes = D / V;              // 16-byte pieces of a row
-  constexpr int kPitch = D + 8;              // row of the value / staging areas, in T
-  constexpr int kNTiles = D / 8;             // mma n-tiles of 8 channels
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int V = kVec<T>;             // 8 channels per 16 bytes
+  constexpr int kLanes = D / V;          // 16-byte pieces of a row
+  constexpr int kNTiles = D / 8;         // mma n-tiles of 8 channels
   extern __shared__ uint4 dynamic_smem[];
-  T* const value_rows = reinterpret_cast<T*>(dynamic_smem);
-  T* const staged = value_rows + kHaloRows * kPitch;
-  T* const coef = staged + kChunk * kPitch;
+  T* const rows_smem = reinterpret_cast<T*>(dynamic_smem);
+  T* const staged = rows_smem + 2 * kHaloRows * D;
+  T* const coef = staged + kChunk * D;
   __shared__ TileTable tt;
-  __shared__ int work_item, work_begin, work_end;  // the tile to do and its bin's range
+  __shared__ int work[2][3];  // this tile and the next: item, bin begin, bin end
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   for (int k = tid; k < kRows * kCoefPitch / 8; k += kTileThreads) reinterpret_cast<uint4*>(coef)[k] = make_uint4(0, 0, 0, 0);
   build_tiles(tt, shapes, starts, d);
   const int samples_per_group = d.levels * d.points;
-  const int64_t row_stride = static_cast<int64_t>(d.m) * D;
   const int heads = d.n * d.m;
   const int total = heads * tt.tile_start[d.levels];
-  if (tid == 0) {  // the first tile; later ones from the counter, fetched one tile ahead
-    work_item = blockIdx.x;
-    if (work_item < total) {
-      const TileWork t = tile_work(work_item, tt, heads, d.levels);
-      work_begin = offsets[t.bin];
-      work_end = offsets[t.bin + 1];
+  const auto set_work = [&](int* slot, int item) {
+    slot[0] = item;
+    if (item < total) {
+      const int bin = tile_geom(item, tt, d).bin;
+      slot[1] = offsets[bin];
+      slot[2] = offsets[bin + 1];
     }
+  };
+  if (tid == 0) {  // later tiles come from the counter, two tiles ahead
+    set_work(work[0], blockIdx.x);
+    set_work(work[1], gridDim.x + atomicAdd(work_counter, 1));
   }
   __syncthreads();
+  if (work[0][0] >= total) return;
+  copy_value_rows<T, D>(rows_smem, value, tile_geom(work[0][0], tt, d), tt, d);
+  Fetched<kLanes> cur;  // this thread's sample of the current chunk, loaded a chunk ahead
+  cur.load(tid < min(kChunk, work[0][2] - work[0][1]) ? bins[work[0][1] + tid] : -1, grad_out, loc, attn,
+           samples_per_group, D, lane);
   int written[4] = {-1, -1, -1, -1};  // coefficient rows of this thread's column from the last chunk
+  int buffer = 0;
 
   for (;;) {
-    if (work_item >= total) break;
-    int next = 0, next_begin = 0, next_end = 0;
-    if (tid == 0) next = gridDim.x + atomicAdd(work_counter, 1);  // in flight during this tile
-    const TileWork t = tile_work(work_item, tt, heads, d.levels);
-    const int l = t.level, nm = t.nm, ti = t.tile;
-    const int n = nm / d.m, m = nm - n * d.m;
-    const int height = tt.height[l], width = tt.width[l];
-    const int ty = ti / tt.tiles_x[l], tx = ti - ty * tt.tiles_x[l];
-    const int y_first = ty << kLog2Side, x_first = tx << kLog2Side;
-    const T* value_level = value + (static_cast<int64_t>(n) * d.s + tt.start[l]) * row_stride + static_cast<int64_t>(m) * D;
-    const int rows_y = min(kSide + 1, height - y_first), rows_x = min(kSide + 1, width - x_first);
+    const int begin = work[0][1], end = work[0][2];
+    const int next_item = work[1][0], next_begin = work[1][1], next_end = work[1][2];
+    int later = 0, later_begin = 0, later_end = 0;  // thread 0: the tile after next
+    if (tid == 0) later = gridDim.x + atomicAdd(work_counter, 1);
+    const TileGeom tg = tile_geom(work[0][0], tt, d);
+    const int height = tt.height[tg.level], width = tt.width[tg.level];
+    const T* const value_rows = rows_smem + buffer * kHaloRows * D;
 
     float acc[kNTiles][4];
 #pragma unroll
     for (int j = 0; j < kNTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-    const int begin = work_begin, end = work_end;
-    // this thread's sample of the current chunk, loaded during the previous chunk (software pipeline:
-    // bin entry during phase 1, then grad_out row, location and weight during the MMA)
-    Fetched<kLanes> cur;
-    if (tid < min(kChunk, end - begin)) cur.load(bins[begin + tid], grad_out, loc, attn, samples_per_group, D);
     for (int chunk = begin;; chunk += kChunk) {
       const int count = min(kChunk, end - chunk);
+      const bool last = chunk + kChunk >= end;
+      const bool prefetch_tile = last && next_item < total;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {  // this thread's coefficients of the last chunk back to zero
         if (written[k] >= 0) coef[written[k] * kCoefPitch + tid] = T();
         written[k] = -1;
       }
-      const int next_count = min(kChunk, end - chunk - kChunk);
-      const int next_e = tid < next_count ? bins[chunk + kChunk + tid] : -1;  // in flight during phase 1
-      int e = 0;
-      float lh = 0.f, lw = 0.f, a = 0.f;
-      int y0 = 0, x0 = 0;
-      if (tid < count) {  // one sample per thread: stage its grad_out row, write its coefficients
-        e = cur.e;
-        const uint4* g = cur.g;
-        const float2 xy = cur.xy;
-        a = cur.a;
-        const float h = pixel(xy.y, height), wp = pixel(xy.x, width);
+      // the next chunk's bin entry (of this tile or the next), in flight during phase 1
+      int next_e = -1;
+      if (!last && tid < end - chunk - kChunk) next_e = bins[chunk + kChunk + tid];
+      if (prefetch_tile && tid < next_end - next_begin) next_e = bins[next_begin + tid];
+      if (prefetch_tile) copy_value_rows<T, D>(rows_smem + (buffer ^ 1) * kHaloRows * D, value,
+                                               tile_geom(next_item, tt, d), tt, d);
+      // this thread's sample: its coefficients; its anchor (is it a home sample?)
+      float lh = 0.f, lw = 0.f;
+      int info = 0;  // home sample: ((its top-left corner's row + 16) << 4) | the corners inside the map
+      if (tid < count) {
+        const float h = pixel(cur.xy.y, height), wp = pixel(cur.xy.x, width);
         const float h_floor = floorf(h), w_floor = floorf(wp);
-        y0 = static_cast<int>(h_floor);
-        x0 = static_cast<int>(w_floor);
+        const int y0 = static_cast<int>(h_floor), x0 = static_cast<int>(w_floor);
         lh = h - h_floor;
         lw = wp - w_floor;
         const float weight[4] = {(1.f - lh) * (1.f - lw), (1.f - lh) * lw, lh * (1.f - lw), lh * lw};
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const int y = y0 + (k >> 1) - y_first, x = x0 + (k & 1) - x_first;  // within the tile?
-          if (y < 0 || y >= kSide || x < 0 || x >= kSide || y_first + y >= height || x_first + x >= width) continue;
+          const int y = y0 + (k >> 1) - tg.y_first, x = x0 + (k & 1) - tg.x_first;  // within the tile?
+          if (y < 0 || y >= kSide || x < 0 || x >= kSide || tg.y_first + y >= height || tg.x_first + x >= width) continue;
           written[k] = y * kSide + x;
-          coef[written[k] * kCoefPitch + tid] = from_acc<T>(a * weight[k]);
+          coef[written[k] * kCoefPitch + tid] = from_acc<T>(cur.a * weight[k]);
         }
-#pragma unroll
-        for (int k = 0; k < kLanes; ++k) reinterpret_cast<uint4*>(staged + tid * kPitch)[k] = g[k];
-      } else if (tid < ((count + 15) & ~15)) {  // a padding column of the last k-step: finite zeros
-#pragma unroll
-        for (int k = 0; k < kLanes; ++k) reinterpret_cast<uint4*>(staged + tid * kPitch)[k] = make_uint4(0, 0, 0, 0);
-      }
-      if (chunk == begin) {  // value rows of the tile and its halo (within the map)
-        for (int k = tid; k < rows_y * rows_x * kLanes; k += kTileThreads) {
-          const int piece = k % kLanes, r = k / kLanes;
-          const int ry = r / rows_x, rx = r - ry * rows_x;
-          reinterpret_cast<uint4*>(value_rows + (ry * kHaloX + rx) * kPitch)[piece] =
-              __ldg(reinterpret_cast<const uint4*>(value_level + ((y_first + ry) * width + x_first + rx) * row_stride) + piece);
+        if ((max(y0, 0) & ~(kSide - 1)) == tg.y_first && (max(x0, 0) & ~(kSide - 1)) == tg.x_first) {
+          const bool top = y0 >= 0, bottom = y0 + 1 < height, left = x0 >= 0, right = x0 + 1 < width;
+          const int corner0 = (y0 - tg.y_first) * kHaloX + (x0 - tg.x_first);  // < 0 only where unused
+          info = ((corner0 + 16) << 4) | (top && left) | ((top && right) << 1) | ((bottom && left) << 2) |
+                 ((bottom && right) << 3);  // corner0 >= -kHaloX - 1: info > 0
         }
       }
-      if (tid == 0 && chunk == begin && next < total) {  // the next tile's bin range, in flight meanwhile
-        const TileWork nt = tile_work(next, tt, heads, d.levels);
-        next_begin = offsets[nt.bin];
-        next_end = offsets[nt.bin + 1];
+      // the warp's grad_out rows into the staging area (padding rows of the last k-step: zeros)
+#pragma unroll
+      for (int k = 0; k < kLanes; ++k) {
+        const int row = warp * 32 + lane / kLanes + k * (32 / kLanes);
+        if (row < ((count + 15) & ~15)) {
+          reinterpret_cast<uint4*>(staged + row * D)[swizzle<kLanes>(row, lane % kLanes)] = cur.g[k];
+        }
       }
+      const int e = cur.e;
+      const float a = cur.a;
+      if (prefetch_tile) asm volatile("cp.async.wait_group 1;");  // this tile's rows are in
+      else asm volatile("cp.async.wait_group 0;");
       __syncthreads();
-      if (next_e >= 0) cur.load(next_e, grad_out, loc, attn, samples_per_group, D);  // in flight during the MMA
-      // a home sample (its anchor in this tile): location and weight gradients from the shared rows
-      if (tid < count && (max(y0, 0) >> kLog2Side) == ty && (max(x0, 0) >> kLog2Side) == tx) {
-        const bool top = y0 >= 0, bottom = y0 + 1 < height, left = x0 >= 0, right = x0 + 1 < width;
-        const bool inside[4] = {top && left, top && right, bottom && left, bottom && right};
-        const int corner0 = (y0 - y_first) * kHaloX + (x0 - x_first);  // < 0 only where unused
+      if (tid == 0 && chunk == begin && later < total) {  // the bin range of the tile after next
+        const int bin = tile_geom(later, tt, d).bin;
+        later_begin = offsets[bin];
+        later_end = offsets[bin + 1];
+      }
+      cur.load(next_e, grad_out, loc, attn, samples_per_group, D, lane);  // in flight during the math
+      // a home sample (anchored in this tile): location and weight gradients from the shared rows.
+      // Lane t reads the 16-byte pieces in the order t, t + 1, ... (mod kLanes): of 8 lanes reading
+      // rows at once, only those with equal pieces can meet in a bank (at most 2-way for D = 32).
+      if (info != 0) {
+        const int corner0 = (info >> 4) - 16;
         const int corner[4] = {corner0, corner0 + 1, corner0 + kHaloX, corner0 + kHaloX + 1};
         float dot[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int piece = 0; piece < kLanes; ++piece) {
+        for (int step = 0; step < kLanes; ++step) {
+          const int piece = (step + lane) & (kLanes - 1);
           float g[V];
-          unpack_vec<T>(reinterpret_cast<const uint4*>(staged + tid * kPitch)[piece], g);
+          unpack_vec<T>(reinterpret_cast<const uint4*>(staged + tid * D)[swizzle<kLanes>(tid, piece)], g);
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
-            if (!inside[k]) continue;
+            if (!((info >> k) & 1)) continue;
             float x[V];
-            unpack_vec<T>(reinterpret_cast<const uint4*>(value_rows + corner[k] * kPitch)[piece], x);
+            unpack_vec<T>(reinterpret_cast<const uint4*>(value_rows + corner[k] * D)[piece], x);
 #pragma unroll
             for (int v = 0; v < V; ++v) dot[k] += g[v] * x[v];
           }
@@ -424,16 +488,17 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
       for (int ks = 0; ks < ksteps; ++ks) {
         unsigned af[4];
         ldmatrix_x4(af, smem_address(coef + (warp * 16 + (lane & 15)) * kCoefPitch + ks * 16 + (lane >> 4) * 8));
+        const int row = ks * 16 + (lane & 15);
 #pragma unroll
         for (int j = 0; j < kNTiles; j += 2) {
           unsigned bf[4];
-          const int col = (j + (lane >> 4)) * 8;
-          ldmatrix_x4_trans(bf, smem_address(staged + (ks * 16 + (lane & 15)) * kPitch + min(col, D - 8)));
+          const int col_piece = min(j + (lane >> 4), kLanes - 1);
+          ldmatrix_x4_trans(bf, smem_address(staged + row * D + swizzle<kLanes>(row, col_piece) * V));
           mma_16x8x16<T>(acc[j], af, bf[0], bf[1]);
           if (j + 1 < kNTiles) mma_16x8x16<T>(acc[j + 1], af, bf[2], bf[3]);
         }
       }
-      if (chunk + kChunk >= end) break;
+      if (last) break;
       __syncthreads();  // the next chunk rewrites the coefficients and the staging rows
     }
 
@@ -441,10 +506,10 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = warp * 16 + (lane >> 2) + half * 8;
-      const int y = y_first + (r >> kLog2Side), x = x_first + (r & (kSide - 1));
+      const int y = tg.y_first + (r >> kLog2Side), x = tg.x_first + (r & (kSide - 1));
       if (y >= height || x >= width) continue;
-      T* dst = grad_value + (static_cast<int64_t>(n) * d.s + tt.start[l] + y * width + x) * row_stride +
-               static_cast<int64_t>(m) * D + 2 * (lane & 3);
+      T* dst = grad_value + ((static_cast<int64_t>(tg.n) * d.s + tt.start[tg.level] + y * width + x) * d.m + tg.m) * D +
+               2 * (lane & 3);
 #pragma unroll
       for (int j = 0; j < kNTiles; ++j) {
         const T lo = from_acc<T>(acc[j][2 * half]), hi = from_acc<T>(acc[j][2 * half + 1]);
@@ -452,14 +517,20 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
             static_cast<unsigned>(bits16(lo)) | (static_cast<unsigned>(bits16(hi)) << 16);
       }
     }
-    __syncthreads();  // everyone has read work_item, the value rows, the coefficients and the staging rows
+    __syncthreads();  // everyone has read the work slots, the coefficients and the staging rows
     if (tid == 0) {
-      work_item = next;
-      work_begin = next_begin;
-      work_end = next_end;
+      work[0][0] = next_item;
+      work[0][1] = next_begin;
+      work[0][2] = next_end;
+      work[1][0] = later;
+      work[1][1] = later_begin;
+      work[1][2] = later_end;
     }
+    buffer ^= 1;
     __syncthreads();
+    if (work[0][0] >= total) break;
   }
+#endif
 }
 
 template <int X> using IntC = std::integral_constant<int, X>;
@@ -469,7 +540,10 @@ template <int X> using IntC = std::integral_constant<int, X>;
 bool tiled_supported(const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& loc,
                      const Geometry& geo) {
   const auto type = value.scalar_type();
-  return (type == at::kHalf || type == at::kBFloat16) && (geo.d == 8 || geo.d == 16 || geo.d == 32 || geo.d == 64) &&
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, value.get_device()));
+  return major >= 8 &&  // cp.async, bf16 mma
+         (type == at::kHalf || type == at::kBFloat16) && (geo.d == 8 || geo.d == 16 || geo.d == 32 || geo.d == 64) &&
          aligned16(value) && aligned16(grad_output) && reinterpret_cast<uintptr_t>(loc.data_ptr()) % 8 == 0;
 }
 
@@ -522,7 +596,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
     using T = typename CudaType<S>::type;
     constexpr int D = decltype(dim)::value;
     auto kernel = tile_grad_kernel<T, D>;
-    const int smem = static_cast<int>(((kHaloRows + kChunk) * (D + 8) + kRows * kCoefPitch) * sizeof(T));
+    const int smem = static_cast<int>(((2 * kHaloRows + kChunk) * D + kRows * kCoefPitch) * sizeof(T));
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int per_sm = 0;
     C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kTileThreads, smem));
