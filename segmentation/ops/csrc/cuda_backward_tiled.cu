@@ -40,7 +40,10 @@ namespace msda {
 namespace {
 
 constexpr int kBinThreads = 256;
-constexpr int kBinRounds = 4;                     // samples per thread of the bin kernels
+#ifndef MSDA_BIN_ROUNDS  // samples per thread of the bin kernels; docs/ops.md
+#define MSDA_BIN_ROUNDS 4
+#endif
+constexpr int kBinRounds = MSDA_BIN_ROUNDS;
 constexpr int kMaxHist = 4096;                    // tiles per level counted in shared memory
 constexpr int kLog2Side = 3, kSide = 8;           // tiles of 8 x 8 value rows
 constexpr int kRows = kSide * kSide;
@@ -120,7 +123,7 @@ __device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x,
 
 // COUNT (FILL = false): counts[1 + bin] = samples in bin. FILL: bins[offsets[bin] + k] = sample for
 // k in [0, size): the block claims a range of each bin by decrementing counts (leaving them at zero),
-// then hands out its slots. Grid: x = chunks of kBinRounds x kBinThreads (query, point) pairs,
+// then hands out its slots (base: the absolute start of the block's range per tile). Grid: x = chunks of kBinRounds x kBinThreads (query, point) pairs,
 // y = (batch, head, level) (strided beyond gridDim.y). Dynamic shared memory: 2 x hist_size ints;
 // a level with more tiles than that takes global atomics instead (per warp and tile).
 template <bool FILL>
@@ -185,7 +188,7 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       const int amount = hist[k];
       if (amount == 0) continue;
       if constexpr (FILL) {
-        base[k] = atomicSub(counts + 1 + bin0 + k, amount) - amount;
+        base[k] = offsets[bin0 + k] + atomicSub(counts + 1 + bin0 + k, amount) - amount;  // the block's slots
         hist[k] = 0;  // from here on: slots handed out
       } else {
         atomicAdd(counts + 1 + bin0 + k, amount);
@@ -201,7 +204,7 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
         int first = 0;
         if (s.tile[0] >= 0 && lane == leader) {
           first = shared_hist ? base[s.tile[0]] + atomicAdd(hist + s.tile[0], size)
-                              : atomicSub(counts + 1 + bin0 + s.tile[0], size) - size;
+                              : offsets[bin0 + s.tile[0]] + atomicSub(counts + 1 + bin0 + s.tile[0], size) - size;
         }
         first = __shfl_sync(0xffffffffu, first, leader) + rank;
 #pragma unroll
@@ -210,9 +213,9 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
           int at = first;
           if (k > 0) {
             at = shared_hist ? base[s.tile[k]] + atomicAdd(hist + s.tile[k], 1)
-                             : atomicSub(counts + 1 + bin0 + s.tile[k], 1) - 1;
+                             : offsets[bin0 + s.tile[k]] + atomicSub(counts + 1 + bin0 + s.tile[k], 1) - 1;
           }
-          bins[offsets[bin0 + s.tile[k]] + at] = s.e;
+          bins[at] = s.e;
         }
       }
     }
