@@ -461,21 +461,26 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
       if (info != 0) {
         const int corner0 = (info >> 4) - 16;
         const int corner[4] = {corner0, corner0 + 1, corner0 + kHaloX, corner0 + kHaloX + 1};
-        float dot[4] = {0.f, 0.f, 0.f, 0.f};
+        float sums[4][2] = {};  // two partial sums per corner (independent FMA chains)
 #pragma unroll
         for (int step = 0; step < kLanes; ++step) {
           const int piece = (step + lane) & (kLanes - 1);
           float g[V];
           unpack_vec<T>(reinterpret_cast<const uint4*>(staged + tid * D)[swizzle<kLanes>(tid, piece)], g);
+          uint4 raw[4];  // all four reads first (a corner outside the map reads row 0, then counts zero)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) raw[k] = reinterpret_cast<const uint4*>(value_rows + max(corner[k], 0) * D)[piece];
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
-            if (!((info >> k) & 1)) continue;
+            if (!((info >> k) & 1)) raw[k] = make_uint4(0, 0, 0, 0);
             float x[V];
-            unpack_vec<T>(reinterpret_cast<const uint4*>(value_rows + corner[k] * D)[piece], x);
+            unpack_vec<T>(raw[k], x);
 #pragma unroll
-            for (int v = 0; v < V; ++v) dot[k] += g[v] * x[v];
+            for (int v = 0; v < V; ++v) sums[k][v & 1] += g[v] * x[v];
           }
         }
+        const float dot[4] = {sums[0][0] + sums[0][1], sums[1][0] + sums[1][1], sums[2][0] + sums[2][1],
+                              sums[3][0] + sums[3][1]};
         Corners<float> c;  // the parts bilinear_grads reads
         c.lh = lh;
         c.lw = lw;
