@@ -91,22 +91,16 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
 #pragma unroll
         for (int k = 0; k < 4; ++k) gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
       }
-      // all gathers of the batch are in flight; sum each sample's corners, then the samples
-      A part[kBatch][V];
+      // all gathers of the batch are in flight; one fused multiply-add per corner and channel
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
-        A x[4][V];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) data[b][k].get(x[k]);
+        for (int k = 0; k < 4; ++k) {
+          A x[V];
+          data[b][k].get(x);
 #pragma unroll
-        for (int v = 0; v < V; ++v) {
-          part[b][v] = wgt[b][0] * x[0][v] + wgt[b][1] * x[1][v] + wgt[b][2] * x[2][v] + wgt[b][3] * x[3][v];
+          for (int v = 0; v < V; ++v) acc[v] = fma_acc(wgt[b][k], x[v], acc[v]);
         }
-      }
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-#pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] += part[b][v];
       }
     }
     __syncwarp();
