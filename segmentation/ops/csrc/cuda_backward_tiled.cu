@@ -13,11 +13,14 @@
 //    zero location and weight gradients here. An exclusive scan (at::cumsum) gives each bin's start;
 //    tile_bin_kernel<true> claims a range of each bin per block and writes every sample's index.
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
-//    the last, usually coarsest and densest, to the first). Per tile the value rows (and a one-row
-//    halo) go to shared memory; the bin is read in chunks of 128 samples, one per thread, each loaded
-//    one chunk ahead (Fetched): the thread stages the sample's grad_out row, writes its (at most 4) coefficients attention weight x bilinear
-//    weight into its column of a 64-row coefficient matrix (rounded to T), and, for a home sample,
-//    computes the location and weight gradients from the staged row and the shared value rows. Then
+//    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
+//    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
+//    chunk (double buffer). The bin is read in chunks of 128 samples, one per thread, loaded a chunk
+//    ahead (Fetched; the next tile's first chunk during the current tile's last): the warps stage
+//    their samples' grad_out rows (adjacent lanes read a row: 64-byte requests) in a swizzled area;
+//    each thread writes its sample's (at most 4) coefficients, attention weight x bilinear weight,
+//    into its column of a 64-row coefficient matrix (rounded to T), and, for a home sample, computes
+//    the location and weight gradients from the staged row and the shared value rows. Then
 //    value_grad[tile rows] += coefficients (64 x 128) @ staged rows (128 x D): mma.m16n8k16 with fp32
 //    accumulators, one 16-row band per warp. After the last chunk every row of the tile is written
 //    once, in T.
