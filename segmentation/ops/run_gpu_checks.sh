@@ -4,9 +4,9 @@
 #
 #   bash segmentation/ops/run_gpu_checks.sh [OUT_DIR]      # default ./gpu_results
 #
-# Writes to OUT_DIR: env.txt (GPU, versions, build log), gpu_tests.txt (pytest of
-# tests/test_ops_{cuda,cpu}.py), sanitizer.txt (compute-sanitizer memcheck of the odd-shape CUDA
-# tests), benchmark.md (python -m ms_deform_attn.benchmark, the full table), benchmark_cpu.md (the
+# Writes to OUT_DIR: env.txt (GPU, versions, build logs, also of make.sh's default architecture
+# list), gpu_tests.txt (pytest of tests/test_ops_{cuda,cpu}.py), sanitizer.txt (compute-sanitizer
+# memcheck of the odd-shape CUDA tests), benchmark.md (python -m ms_deform_attn.benchmark, the full table), benchmark_cpu.md (the
 # CPU kernels against the reference), profile.txt (kernel time breakdown of one fwd+bwd),
 # variants.md (the kernels' compile-time knobs, timed on a subset) and ncu.txt (Nsight Compute:
 # speed of light, occupancy, memory of one fwd+bwd's kernels).
@@ -33,14 +33,18 @@ for i in "${!variants[@]}"; do
   MS_DEFORM_ATTN_BUILD_DIR="$tmp/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \
     python "$build" cuda > "$tmp/variant$i.log" 2>&1 &
 done
+# make.sh's default architecture list must compile too (each kernel for every listed GPU generation)
+MS_DEFORM_ATTN_BUILD_DIR="$tmp/all_archs" TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0+PTX" \
+  python "$build" cuda > "$tmp/all_archs.log" 2>&1 &
 wait $main_build; status=$?
 { echo "== build (cuda: $(( $(date +%s) - start )) s)"; cat "$tmp/build_cuda.log"; } >> "$out/env.txt"
 if [ $status -ne 0 ]; then exit 1; fi
 
 cd "$repo"
 python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_ops_cpu.py 2>&1 | tee "$out/gpu_tests.txt"
-wait  # the CPU and variant builds
+wait  # the CPU, variant and all-architecture builds
 tail -2 "$tmp/build_cpu.log" >> "$out/env.txt"
+{ echo "== build for 7.5;8.0;8.6;8.9;9.0+PTX (make.sh's default)"; tail -2 "$tmp/all_archs.log"; } >> "$out/env.txt"
 timeout 200 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
   tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or L3P4D32 or L1P4D32 or misaligned or batch_limit or wide_maps" \
   > "$out/sanitizer.txt" 2>&1
