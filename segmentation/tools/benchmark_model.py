@@ -7,7 +7,9 @@ attention backend and precision, measured side by side in one run.
 Inputs are random tensors of the config's crop size (no data loading); every variant
 builds the same model from the same seed. ``--check-grads`` first compares the gradients
 of one step (eval-mode numerics: no dropout / drop path, BN running statistics) between the
-reference and the compiled backend. Prints markdown tables.
+reference and the compiled backend. ``--device-time`` adds the GPU kernel time per step (torch
+profiler over two more steps): a step whose wall time is far above it is bound by the host.
+Prints markdown tables.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 import mmseg_custom  # noqa: F401  (registration)
 import ms_deform_attn
@@ -90,10 +93,20 @@ def time_variant(cfg: Config, name: str, args: argparse.Namespace) -> dict:
             if step >= args.warmup:
                 times.append(1000 * (time.perf_counter() - start))
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    device_ms = float("nan")
+    if cuda and args.device_time:  # kernel time of two more steps (a host-bound step shows wall >> this)
+        with ms_deform_attn.use_backend(backend), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(2):
+                loss = loss_of(model, inputs, samples, dtype)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+        device_ms = sum(e.self_device_time_total for e in prof.key_averages()) / 1000 / 2
     del model, optimizer
     if cuda:
         torch.cuda.empty_cache()
-    return dict(ms=statistics.median(times), peak_gib=peak, loss=float(loss))
+    return dict(ms=statistics.median(times), peak_gib=peak, loss=float(loss), device_ms=device_ms)
 
 
 def jitter_offsets(model: torch.nn.Module, std: float, seed: int) -> None:
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jitter-offsets", type=float, default=0.0, metavar="STD",
                         help="--check-grads: add N(0, STD) pixels to the sampling-offset biases")
     parser.add_argument("--check-grads", action="store_true")
+    parser.add_argument("--device-time", action="store_true",
+                        help="also report the GPU kernel time per step (torch profiler, 2 steps)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--cfg-options", nargs="+", default=[],
                         help="key=value overrides (python literals)")
@@ -168,9 +183,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     base = rows[args.variants[0]]["ms"]
     out += [f"| variant (batch {args.batch}) | step ms (median of {args.iters}) | speed-up vs "
-            f"{args.variants[0]} | peak GiB (CUDA) | loss |", "| --- | --- | --- | --- | --- |"]
-    out += [f"| {n} | {r['ms']:.1f} | {base / r['ms']:.2f}x | {r['peak_gib']:.1f} | {r['loss']:.4f} |"
-            for n, r in rows.items()]
+            f"{args.variants[0]} | peak GiB (CUDA) | loss | kernel ms per step |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    out += [f"| {n} | {r['ms']:.1f} | {base / r['ms']:.2f}x | {r['peak_gib']:.1f} | {r['loss']:.4f} | "
+            f"{r['device_ms']:.1f} |" for n, r in rows.items()]
     sys.stdout.write("\n".join(out) + "\n")
 
 
