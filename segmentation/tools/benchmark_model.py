@@ -77,10 +77,10 @@ def time_variant(cfg: Config, name: str, args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     inputs, samples = make_batch(cfg, args.batch, args.seed, args.device)
     times = []
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     with ms_deform_attn.use_backend(backend):
         for step in range(args.warmup + args.iters):
+            if cuda and step == args.warmup:  # peak of the timed steps: without cuDNN's autotuning
+                torch.cuda.reset_peak_memory_stats()  # workspaces (cudnn.benchmark, first steps)
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
