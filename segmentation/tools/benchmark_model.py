@@ -76,6 +76,14 @@ def time_variant(cfg: Config, name: str, args: argparse.Namespace) -> dict:
     model = build_model(cfg, args.seed, args.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     inputs, samples = make_batch(cfg, args.batch, args.seed, args.device)
+
+    def train_step() -> torch.Tensor:
+        step_loss = loss_of(model, inputs, samples, dtype)
+        step_loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return step_loss
+
     times = []
     with ms_deform_attn.use_backend(backend):
         for step in range(args.warmup + args.iters):
@@ -84,10 +92,7 @@ def time_variant(cfg: Config, name: str, args: argparse.Namespace) -> dict:
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            loss = loss_of(model, inputs, samples, dtype)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss = train_step()
             if cuda:
                 torch.cuda.synchronize()
             if step >= args.warmup:
@@ -97,10 +102,7 @@ def time_variant(cfg: Config, name: str, args: argparse.Namespace) -> dict:
     if cuda and args.device_time:  # kernel time of two more steps (a host-bound step shows wall >> this)
         with ms_deform_attn.use_backend(backend), profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(2):
-                loss = loss_of(model, inputs, samples, dtype)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                loss = train_step()
             torch.cuda.synchronize()
         device_ms = sum(e.self_device_time_total for e in prof.key_averages()) / 1000 / 2
     del model, optimizer
