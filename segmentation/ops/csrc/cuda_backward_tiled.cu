@@ -255,6 +255,19 @@ __device__ __forceinline__ TileGeom tile_geom(int w, const TileTable& tt, const 
   return g;
 }
 
+// A tile of the work list with its bin range, fetched by one thread two tiles ahead.
+struct WorkSlot {
+  int item, begin, end;  // work item (>= total: no more work); its bin's entries [begin, end)
+  TileGeom geom;
+  __device__ __forceinline__ void fetch(int w, int total, const TileTable& tt, const TileDims& d, const int* offsets) {
+    item = w;
+    if (w >= total) return;
+    geom = tile_geom(w, tt, d);
+    begin = offsets[geom.bin];
+    end = offsets[geom.bin + 1];
+  }
+};
+
 __device__ __forceinline__ unsigned smem_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -360,40 +373,32 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   T* const staged = rows_smem + 2 * kHaloRows * D;
   T* const coef = staged + kChunk * D;
   __shared__ TileTable tt;
-  __shared__ int work[2][3];  // this tile and the next: item, bin begin, bin end
+  __shared__ WorkSlot slots[3];  // a ring: this tile, the next, the one after (written during this one)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   for (int k = tid; k < kRows * kCoefPitch / 8; k += kTileThreads) reinterpret_cast<uint4*>(coef)[k] = make_uint4(0, 0, 0, 0);
   build_tiles(tt, shapes, starts, d);
   const int samples_per_group = d.levels * d.points;
-  const int heads = d.n * d.m;
-  const int total = heads * tt.tile_start[d.levels];
-  const auto set_work = [&](int* slot, int item) {
-    slot[0] = item;
-    if (item < total) {
-      const int bin = tile_geom(item, tt, d).bin;
-      slot[1] = offsets[bin];
-      slot[2] = offsets[bin + 1];
-    }
-  };
+  const int total = d.n * d.m * tt.tile_start[d.levels];
   if (tid == 0) {  // later tiles come from the counter, two tiles ahead
-    set_work(work[0], blockIdx.x);
-    set_work(work[1], gridDim.x + atomicAdd(work_counter, 1));
+    slots[0].fetch(blockIdx.x, total, tt, d, offsets);
+    slots[1].fetch(gridDim.x + atomicAdd(work_counter, 1), total, tt, d, offsets);
   }
   __syncthreads();
-  if (work[0][0] >= total) return;
-  copy_value_rows<T, D>(rows_smem, value, tile_geom(work[0][0], tt, d), tt, d);
+  if (slots[0].item >= total) return;
+  copy_value_rows<T, D>(rows_smem, value, slots[0].geom, tt, d);
   Fetched<kLanes> cur;  // this thread's sample of the current chunk, loaded a chunk ahead
-  cur.load(tid < min(kChunk, work[0][2] - work[0][1]) ? bins[work[0][1] + tid] : -1, grad_out, loc, attn,
-           samples_per_group, D, lane);
+  cur.load(tid < min(kChunk, slots[0].end - slots[0].begin) ? bins[slots[0].begin + tid] : -1, grad_out, loc,
+           attn, samples_per_group, D, lane);
   int written[4] = {-1, -1, -1, -1};  // coefficient rows of this thread's column from the last chunk
   int buffer = 0;
 
-  for (;;) {
-    const int begin = work[0][1], end = work[0][2];
-    const int next_item = work[1][0], next_begin = work[1][1], next_end = work[1][2];
-    int later = 0, later_begin = 0, later_end = 0;  // thread 0: the tile after next
+  for (int slot = 0;; slot = slot == 2 ? 0 : slot + 1) {
+    const WorkSlot& next = slots[slot == 2 ? 0 : slot + 1];
+    const int begin = slots[slot].begin, end = slots[slot].end;
+    const int next_item = next.item, next_begin = next.begin, next_end = next.end;
+    int later = 0;  // thread 0: the tile after next
     if (tid == 0) later = gridDim.x + atomicAdd(work_counter, 1);
-    const TileGeom tg = tile_geom(work[0][0], tt, d);
+    const TileGeom tg = slots[slot].geom;
     const int height = tt.height[tg.level], width = tt.width[tg.level];
     const T* const value_rows = rows_smem + buffer * kHaloRows * D;
 
@@ -413,8 +418,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
       int next_e = -1;
       if (!last && tid < end - chunk - kChunk) next_e = bins[chunk + kChunk + tid];
       if (prefetch_tile && tid < next_end - next_begin) next_e = bins[next_begin + tid];
-      if (prefetch_tile) copy_value_rows<T, D>(rows_smem + (buffer ^ 1) * kHaloRows * D, value,
-                                               tile_geom(next_item, tt, d), tt, d);
+      if (prefetch_tile) copy_value_rows<T, D>(rows_smem + (buffer ^ 1) * kHaloRows * D, value, next.geom, tt, d);
       // this thread's sample: its coefficients; its anchor (is it a home sample?)
       float lh = 0.f, lw = 0.f;
       int info = 0;  // home sample: ((its top-left corner's row + 16) << 4) | the corners inside the map
@@ -452,10 +456,8 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
       if (prefetch_tile) asm volatile("cp.async.wait_group 1;");  // this tile's rows are in
       else asm volatile("cp.async.wait_group 0;");
       __syncthreads();
-      if (tid == 0 && chunk == begin && later < total) {  // the bin range of the tile after next
-        const int bin = tile_geom(later, tt, d).bin;
-        later_begin = offsets[bin];
-        later_end = offsets[bin + 1];
+      if (tid == 0 && chunk == begin) {  // the slot of the tile before this one is free: the tile after next
+        slots[slot == 0 ? 2 : slot - 1].fetch(later, total, tt, d, offsets);
       }
       cur.load(next_e, grad_out, loc, attn, samples_per_group, D, lane);  // in flight during the math
       // a home sample (anchored in this tile): location and weight gradients from the shared rows.
@@ -528,18 +530,9 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
             static_cast<unsigned>(bits16(lo)) | (static_cast<unsigned>(bits16(hi)) << 16);
       }
     }
-    __syncthreads();  // everyone has read the work slots, the coefficients and the staging rows
-    if (tid == 0) {
-      work[0][0] = next_item;
-      work[0][1] = next_begin;
-      work[0][2] = next_end;
-      work[1][0] = later;
-      work[1][1] = later_begin;
-      work[1][2] = later_end;
-    }
     buffer ^= 1;
-    __syncthreads();
-    if (work[0][0] >= total) break;
+    __syncthreads();  // the coefficients and staging rows are free, the slot after next is written
+    if (next_item >= total) break;
   }
 #endif
 }
