@@ -73,6 +73,18 @@ def test_kernels_on_wide_maps(case, dtype, poisoned_memory):
         assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_tiled_backward_on_a_level_of_more_than_4096_tiles(dtype, poisoned_memory):
+    """65 x 67 tiles of 8 x 8 on one level: binned with global instead of shared-memory histograms."""
+    case = Case(2, ((520, 530), (7, 9)), 3000, 2, 8, 2)
+    value, shapes, starts, loc, weights = make_inputs(case, seed=41, dtype=dtype, device="cuda")
+    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
+    got = run_native(value, shapes, starts, loc, weights, grad_out, False)
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), got, ref):
+        assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_misaligned_value_takes_the_scalar_path(dtype, poisoned_memory):
     case = CASES[2]

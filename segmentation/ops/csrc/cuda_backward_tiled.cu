@@ -10,8 +10,10 @@
 // 1. tile_bin_kernel<false>: bin sizes. A block takes kBinRounds x kBinThreads (query, point) pairs of
 //    one (batch, head, level), adds them up per tile in a shared-memory histogram (the home tile once
 //    per warp and tile), and makes one global atomic per tile. Samples outside the window get their
-//    zero location and weight gradients here. An exclusive scan (at::cumsum) gives each bin's start;
-//    tile_bin_kernel<true> claims a range of each bin per block and writes every sample's index.
+//    zero location and weight gradients here; it also sums the entries per (batch, head, level).
+//    tile_bin_kernel<true> computes the bin starts of its (batch, head, level) (an exclusive scan in
+//    each block: no separate scan kernel), claims a range of each bin per block and writes every
+//    sample's index.
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
@@ -28,7 +30,6 @@
 // rounding to T (2^-9 relative for bf16, 2^-11 for fp16) is of the order of the gradient's final
 // rounding to T; the summation order within a row follows the bin order (not deterministic: see
 // cuda_backward_query.cu for the deterministic backward).
-#include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -124,20 +125,58 @@ __device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x,
   return s;
 }
 
-// COUNT (FILL = false): counts[1 + bin] = samples in bin. FILL: bins[offsets[bin] + k] = sample for
-// k in [0, size): the block claims a range of each bin by decrementing counts (leaving them at zero),
-// then hands out its slots (base: the absolute start of the block's range per tile). Grid: x = chunks of kBinRounds x kBinThreads (query, point) pairs,
-// y = (batch, head, level) (strided beyond gridDim.y). Dynamic shared memory: 2 x hist_size ints;
-// a level with more tiles than that takes global atomics instead (per warp and tile).
+// Bin bookkeeping in one zeroed int buffer (BinBuffers::ints entries). The entries of segment
+// (batch, head, level) s lie in [s, s + 1) x 4 x queries x points of the entry array (at most 4 per
+// sample), so that a bin's start depends on its own segment's sizes only.
+struct BinBuffers {
+  int* sizes;    // [bins] entries per bin (COUNT)
+  int* cursors;  // [bins] entries handed out per bin (FILL)
+  int* starts;   // [bins] each bin's first entry (FILL)
+  int* work;     // [1] the tile kernel's work counter
+  static int64_t ints(int64_t bins) { return 3 * bins + 1; }
+  BinBuffers(int* p, int64_t bins) : sizes(p), cursors(p + bins), starts(p + 2 * bins), work(p + 3 * bins) {}
+};
+
+// Exclusive prefix sum of one int per thread over a block of kBinThreads; *total = the block's sum.
+// Ends with a barrier; `scratch` holds kBinThreads / 32 ints.
+__device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int inclusive = x;
+#pragma unroll
+  for (int k = 1; k < 32; k <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, inclusive, k);
+    if (lane >= k) inclusive += y;
+  }
+  if (lane == 31) scratch[warp] = inclusive;
+  __syncthreads();
+  int before = 0, sum = 0;
+#pragma unroll
+  for (int w = 0; w < kBinThreads / 32; ++w) {
+    before += w < warp ? scratch[w] : 0;
+    sum += scratch[w];
+  }
+  __syncthreads();
+  *total = sum;
+  return before + inclusive - x;
+}
+
+// COUNT (FILL = false): sizes[bin] = entries in bin. FILL: first every block computes its segment's
+// bin starts (an exclusive scan of the segment's sizes; block 0 of the segment also stores them in
+// starts[] for the tile kernel), then claims a range of each bin (cursors) and writes every sample's
+// index into bins[]. Grid: x = chunks of kBinRounds x kBinThreads (query, point) pairs,
+// y = (batch, head, level) segments (strided beyond gridDim.y). Dynamic shared memory: 2 x hist_size
+// ints; a level with more tiles than that takes global atomics instead (per warp and tile), and
+// its blocks read the bin starts back from starts[].
 template <bool FILL>
 __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
     const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts, const float* __restrict__ loc,
-    int* __restrict__ counts, const int* __restrict__ offsets, int* __restrict__ bins, float* __restrict__ grad_loc,
-    float* __restrict__ grad_attn, TileDims d, int hist_size) {
+    BinBuffers buf, int* __restrict__ bins, float* __restrict__ grad_loc, float* __restrict__ grad_attn,
+    TileDims d, int hist_size) {
   extern __shared__ int hist_smem[];
   int* const hist = hist_smem;
-  int* const base = hist_smem + hist_size;
+  int* const base = hist_smem + hist_size;  // FILL: the block's first slot per tile
   __shared__ TileTable tt;
+  __shared__ int scratch[kBinThreads / 32];
   build_tiles(tt, shapes, starts, d);
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
@@ -148,6 +187,18 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
     const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
     const bool shared_hist = tiles <= hist_size;
     for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) hist[k] = 0;
+    if constexpr (FILL) {  // the segment's bin starts
+      int carry = nml * 4 * per_level;
+      const bool store = blockIdx.x == 0 || !shared_hist;
+      for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
+        const int k = k0 + threadIdx.x;
+        int sum = 0;
+        const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
+        if (k < tiles && shared_hist) base[k] = start;
+        if (k < tiles && store) buf.starts[bin0 + k] = start;
+        carry += sum;
+      }
+    }
     __syncthreads();
     // all locations of the block's samples first (their loads in flight together)
     float2 xy[kBinRounds];
@@ -179,7 +230,7 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
         if (s.tile[k] < 0 || (k == 0 && lane != leader)) continue;
         const int amount = k == 0 ? size : 1;
         if (shared_hist) atomicAdd(hist + s.tile[k], amount);
-        else if (!FILL) atomicAdd(counts + 1 + bin0 + s.tile[k], amount);
+        else if (!FILL) atomicAdd(buf.sizes + bin0 + s.tile[k], amount);
       }
       if (!FILL && valid && !s.inside) {  // never binned: zero location / weight gradients
         reinterpret_cast<float2*>(grad_loc)[s.e] = make_float2(0.f, 0.f);
@@ -191,10 +242,10 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       const int amount = hist[k];
       if (amount == 0) continue;
       if constexpr (FILL) {
-        base[k] = offsets[bin0 + k] + atomicSub(counts + 1 + bin0 + k, amount) - amount;  // the block's slots
+        base[k] += atomicAdd(buf.cursors + bin0 + k, amount);  // the block's slots
         hist[k] = 0;  // from here on: slots handed out
       } else {
-        atomicAdd(counts + 1 + bin0 + k, amount);
+        atomicAdd(buf.sizes + bin0 + k, amount);
       }
     }
     if constexpr (FILL) {
@@ -207,7 +258,7 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
         int first = 0;
         if (s.tile[0] >= 0 && lane == leader) {
           first = shared_hist ? base[s.tile[0]] + atomicAdd(hist + s.tile[0], size)
-                              : offsets[bin0 + s.tile[0]] + atomicSub(counts + 1 + bin0 + s.tile[0], size) - size;
+                              : buf.starts[bin0 + s.tile[0]] + atomicAdd(buf.cursors + bin0 + s.tile[0], size);
         }
         first = __shfl_sync(0xffffffffu, first, leader) + rank;
 #pragma unroll
@@ -216,7 +267,7 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
           int at = first;
           if (k > 0) {
             at = shared_hist ? base[s.tile[k]] + atomicAdd(hist + s.tile[k], 1)
-                             : offsets[bin0 + s.tile[k]] + atomicSub(counts + 1 + bin0 + s.tile[k], 1) - 1;
+                             : buf.starts[bin0 + s.tile[k]] + atomicAdd(buf.cursors + bin0 + s.tile[k], 1);
           }
           bins[at] = s.e;
         }
@@ -259,12 +310,13 @@ __device__ __forceinline__ TileGeom tile_geom(int w, const TileTable& tt, const 
 struct WorkSlot {
   int item, begin, end;  // work item (>= total: no more work); its bin's entries [begin, end)
   TileGeom geom;
-  __device__ __forceinline__ void fetch(int w, int total, const TileTable& tt, const TileDims& d, const int* offsets) {
+  __device__ __forceinline__ void fetch(int w, int total, const TileTable& tt, const TileDims& d, const int* starts,
+                                        const int* sizes) {
     item = w;
     if (w >= total) return;
     geom = tile_geom(w, tt, d);
-    begin = offsets[geom.bin];
-    end = offsets[geom.bin + 1];
+    begin = starts[geom.bin];
+    end = begin + sizes[geom.bin];
   }
 };
 
@@ -308,6 +360,15 @@ struct Fetched {
     }
   }
 };
+
+// The tile's first row (its top-left value row) of head m in a (N, S, M, D) tensor; the rows below
+// and to the right are (y * width + x) * M * D elements further (32-bit products: a level's rows
+// times M * D fit in an int: tiled_supported).
+template <int D, typename T>
+__device__ __forceinline__ T* tile_row0(T* base, const TileGeom& g, const TileTable& tt, const TileDims& d) {
+  return base + (static_cast<int64_t>(g.n) * d.s + tt.start[g.level] + g.y_first * tt.width[g.level] + g.x_first) *
+                    (d.m * D) + g.m * D;
+}
 
 // Copies the value rows of a tile and its halo (those inside the map) into `rows` (pitch D) with
 // cp.async, as one commit group.
@@ -362,7 +423,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const float* __restrict__ loc, const float* __restrict__ attn,
-    const int* __restrict__ bins, const int* __restrict__ offsets, int* __restrict__ work_counter,
+    const int* __restrict__ bins, const int* __restrict__ bin_starts, const int* __restrict__ bin_sizes,
+    int* __restrict__ work_counter,
     T* __restrict__ grad_value, float* __restrict__ grad_loc, float* __restrict__ grad_attn, TileDims d) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int V = kVec<T>;             // 8 channels per 16 bytes
@@ -380,8 +442,8 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   const int samples_per_group = d.levels * d.points;
   const int total = d.n * d.m * tt.tile_start[d.levels];
   if (tid == 0) {  // later tiles come from the counter, two tiles ahead
-    slots[0].fetch(blockIdx.x, total, tt, d, offsets);
-    slots[1].fetch(gridDim.x + atomicAdd(work_counter, 1), total, tt, d, offsets);
+    slots[0].fetch(blockIdx.x, total, tt, d, bin_starts, bin_sizes);
+    slots[1].fetch(gridDim.x + atomicAdd(work_counter, 1), total, tt, d, bin_starts, bin_sizes);
   }
   __syncthreads();
   if (slots[0].item >= total) return;
@@ -457,7 +519,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
       else asm volatile("cp.async.wait_group 0;");
       __syncthreads();
       if (tid == 0 && chunk == begin) {  // the slot of the tile before this one is free: the tile after next
-        slots[slot == 0 ? 2 : slot - 1].fetch(later, total, tt, d, offsets);
+        slots[slot == 0 ? 2 : slot - 1].fetch(later, total, tt, d, bin_starts, bin_sizes);
       }
       cur.load(next_e, grad_out, loc, attn, samples_per_group, D, lane);  // in flight during the math
       // a home sample (anchored in this tile): location and weight gradients from the shared rows.
@@ -516,13 +578,13 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
     }
 
     // every row of the tile, once: rows g and g + 8 of this warp's band, channels 2t, 2t + 1
+    T* const first = tile_row0<D>(grad_value, tg, tt, d) + 2 * (lane & 3);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = warp * 16 + (lane >> 2) + half * 8;
-      const int y = tg.y_first + (r >> kLog2Side), x = tg.x_first + (r & (kSide - 1));
-      if (y >= height || x >= width) continue;
-      T* dst = grad_value + ((static_cast<int64_t>(tg.n) * d.s + tt.start[tg.level] + y * width + x) * d.m + tg.m) * D +
-               2 * (lane & 3);
+      const int ry = r >> kLog2Side, rx = r & (kSide - 1);
+      if (tg.y_first + ry >= height || tg.x_first + rx >= width) continue;
+      T* dst = first + static_cast<int64_t>(ry * width + rx) * (d.m * D);
 #pragma unroll
       for (int j = 0; j < kNTiles; ++j) {
         const T lo = from_acc<T>(acc[j][2 * half]), hi = from_acc<T>(acc[j][2 * half + 1]);
@@ -548,7 +610,8 @@ bool tiled_supported(const at::Tensor& grad_output, const at::Tensor& value, con
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, value.get_device()));
   return major >= 8 &&  // cp.async, bf16 mma
          (type == at::kHalf || type == at::kBFloat16) && (geo.d == 8 || geo.d == 16 || geo.d == 32 || geo.d == 64) &&
-         aligned16(value) && aligned16(grad_output) && reinterpret_cast<uintptr_t>(loc.data_ptr()) % 8 == 0;
+         aligned16(value) && aligned16(grad_output) && reinterpret_cast<uintptr_t>(loc.data_ptr()) % 8 == 0 &&
+         geo.s * geo.m * geo.d < INT_MAX;  // 32-bit row offsets within a batch element (tile_row0)
 }
 
 at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
@@ -572,26 +635,21 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   float* glp = grad_loc.data_ptr<float>();
   float* gap = grad_attn.data_ptr<float>();
   const auto int_opts = value.options().dtype(at::kInt);
-  at::Tensor counts = at::zeros({bins + 2}, int_opts);  // [0] = 0, [1 + bin] = sizes, [bins + 1] = work counter
+  const int64_t segments = geo.n * geo.m * geo.levels;
+  at::Tensor bookkeeping = at::zeros({BinBuffers::ints(bins)}, int_opts);
+  const BinBuffers buf(bookkeeping.data_ptr<int>(), bins);
   at::Tensor entries = at::empty({std::max<int64_t>(samples * 4, 1)}, int_opts);  // home + at most 3 dups
-  int* cnt = counts.data_ptr<int>();
   const int hist_size = static_cast<int>(std::min<int64_t>(kMaxHist, geo.s / 8 + geo.levels));
   const int64_t per_level = geo.lq * geo.points;
   const dim3 bin_grid((per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads),
-                      std::min<int64_t>(geo.n * geo.m * geo.levels, 65535));
+                      std::min<int64_t>(segments, 65535));
   const size_t hist_bytes = 2 * hist_size * sizeof(int);
   if (samples > 0) {
-    tile_bin_kernel<false><<<bin_grid, kBinThreads, hist_bytes, stream>>>(shp, st, lp, cnt, nullptr, nullptr, glp,
-                                                                           gap, dims, hist_size);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  const at::Tensor offsets = at::cumsum(counts.narrow(0, 0, bins + 1), 0, at::kInt);
-  const int* off = offsets.data_ptr<int>();
-  if (samples > 0) {
-    tile_bin_kernel<true><<<bin_grid, kBinThreads, hist_bytes, stream>>>(shp, st, lp, cnt, off,
-                                                                          entries.data_ptr<int>(), glp, gap, dims,
-                                                                          hist_size);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    for (const bool fill : {false, true}) {
+      (fill ? tile_bin_kernel<true> : tile_bin_kernel<false>)<<<bin_grid, kBinThreads, hist_bytes, stream>>>(
+          shp, st, lp, buf, entries.data_ptr<int>(), glp, gap, dims, hist_size);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   }
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
@@ -607,7 +665,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
     const int64_t grid = std::min<int64_t>(bins, static_cast<int64_t>(std::clamp(per_sm, 1, MSDA_TILE_GRID_PER_SM)) * sms);
     kernel<<<grid, kTileThreads, smem, stream>>>(
         reinterpret_cast<const T*>(grad_output.data_ptr<S>()), reinterpret_cast<const T*>(value.data_ptr<S>()), shp,
-        st, lp, ap, entries.data_ptr<int>(), off, cnt + bins + 1, reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp,
+        st, lp, ap, entries.data_ptr<int>(), buf.starts, buf.sizes, buf.work, reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp,
         gap, dims);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
