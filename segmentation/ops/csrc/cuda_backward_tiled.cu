@@ -62,6 +62,21 @@ constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 b
 #define MSDA_TILE_GRID_PER_SM 4
 #endif
 
+// Programmatic dependent launch (sm_90): the fill and tile kernels are launched to start while the
+// kernel before them drains (launch_after); they run their set-up, then wait for its results here.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel of the stream (launched with launch_after) start its set-up.
+__device__ __forceinline__ void start_next_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 struct TileTable {
   int height[kMaxLevels], width[kMaxLevels], start[kMaxLevels];
   int tiles_x[kMaxLevels], tiles[kMaxLevels];
@@ -177,7 +192,9 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
   int* const base = hist_smem + hist_size;  // FILL: the block's first slot per tile
   __shared__ TileTable tt;
   __shared__ int scratch[kBinThreads / 32];
+  start_next_kernel();
   build_tiles(tt, shapes, starts, d);
+  if constexpr (FILL) wait_for_previous_kernel();  // the bin sizes
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
   for (int nml = blockIdx.y; nml < d.n * d.m * d.levels; nml += gridDim.y) {
@@ -441,6 +458,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   build_tiles(tt, shapes, starts, d);
   const int samples_per_group = d.levels * d.points;
   const int total = d.n * d.m * tt.tile_start[d.levels];
+  wait_for_previous_kernel();  // the bins
   if (tid == 0) {  // later tiles come from the counter, two tiles ahead
     slots[0].fetch(blockIdx.x, total, tt, d, bin_starts, bin_sizes);
     slots[1].fetch(gridDim.x + atomicAdd(work_counter, 1), total, tt, d, bin_starts, bin_sizes);
@@ -601,6 +619,24 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
 
 template <int X> using IntC = std::integral_constant<int, X>;
 
+// Launches kernel on stream; with `dependent`, as a programmatic dependent launch (sm_90: it may
+// start while the previous kernel drains and waits in wait_for_previous_kernel).
+template <typename... Params, typename... Args>
+void launch_after(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool dependent,
+                  Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = dependent ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
 }  // namespace
 
 bool tiled_supported(const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& loc,
@@ -634,6 +670,9 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const float* ap = attn.data_ptr<float>();
   float* glp = grad_loc.data_ptr<float>();
   float* gap = grad_attn.data_ptr<float>();
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, value.get_device()));
+  const bool dependent = major >= 9;  // programmatic dependent launches
   const auto int_opts = value.options().dtype(at::kInt);
   const int64_t segments = geo.n * geo.m * geo.levels;
   at::Tensor bookkeeping = at::zeros({BinBuffers::ints(bins)}, int_opts);
@@ -645,11 +684,11 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
                       std::min<int64_t>(segments, 65535));
   const size_t hist_bytes = 2 * hist_size * sizeof(int);
   if (samples > 0) {
-    for (const bool fill : {false, true}) {
-      (fill ? tile_bin_kernel<true> : tile_bin_kernel<false>)<<<bin_grid, kBinThreads, hist_bytes, stream>>>(
-          shp, st, lp, buf, entries.data_ptr<int>(), glp, gap, dims, hist_size);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    tile_bin_kernel<false><<<bin_grid, kBinThreads, hist_bytes, stream>>>(shp, st, lp, buf, entries.data_ptr<int>(),
+                                                                           glp, gap, dims, hist_size);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_after(tile_bin_kernel<true>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
   }
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
@@ -663,11 +702,10 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
     int per_sm = 0;
     C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kTileThreads, smem));
     const int64_t grid = std::min<int64_t>(bins, static_cast<int64_t>(std::clamp(per_sm, 1, MSDA_TILE_GRID_PER_SM)) * sms);
-    kernel<<<grid, kTileThreads, smem, stream>>>(
-        reinterpret_cast<const T*>(grad_output.data_ptr<S>()), reinterpret_cast<const T*>(value.data_ptr<S>()), shp,
-        st, lp, ap, entries.data_ptr<int>(), buf.starts, buf.sizes, buf.work, reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp,
-        gap, dims);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_after(kernel, static_cast<unsigned>(grid), kTileThreads, smem, stream, dependent,
+                 reinterpret_cast<const T*>(grad_output.data_ptr<S>()), reinterpret_cast<const T*>(value.data_ptr<S>()),
+                 shp, st, lp, ap, entries.data_ptr<int>(), buf.starts, buf.sizes, buf.work,
+                 reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp, gap, dims);
   };
   const auto with_dim = [&](auto tag) {
     switch (geo.d) {
