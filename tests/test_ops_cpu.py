@@ -252,3 +252,18 @@ def test_fallback_warning_when_cuda_kernels_missing(monkeypatch):
     with pytest.warns(RuntimeWarning, match="make.sh") as caught:
         names = {dispatch.select_backend(CudaStandIn(), 1) for _ in range(3)}
     assert names == {"reference"} and len(caught) == 1
+
+
+def test_profile_kernels_helpers():
+    """Kernel names as the profile table shows them; --only-level moves the other levels outside."""
+    from ms_deform_attn.profile_kernels import kernel_name, restrict_levels
+
+    assert kernel_name("void msda::(anonymous namespace)::tile_bin_kernel<true>(long const*, int)") == \
+        "tile_bin_kernel<true>"
+    assert kernel_name("void msda::(anonymous namespace)::tile_grad_kernel<__nv_bfloat16, 32>(int)") == \
+        "tile_grad_kernel"
+    loc = torch.rand(2, 5, 3, 4, 2, 2)
+    kept = restrict_levels(loc, 1)
+    assert torch.equal(kept[:, :, :, 1], loc[:, :, :, 1])
+    assert (kept[:, :, :, [0, 2, 3]] == -1).all()
+    assert (restrict_levels(loc, -1) == -1).all()

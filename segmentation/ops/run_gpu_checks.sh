@@ -7,7 +7,8 @@
 # Writes to OUT_DIR: env.txt (GPU, versions, build logs, also of make.sh's default architecture
 # list), gpu_tests.txt (pytest of tests/test_ops_{cuda,cpu}.py), sanitizer.txt (compute-sanitizer
 # memcheck of the odd-shape CUDA tests), benchmark.md (python -m ms_deform_attn.benchmark, the full table), benchmark_cpu.md (the
-# CPU kernels against the reference), profile.txt (kernel time breakdown of one fwd+bwd),
+# CPU kernels against the reference), profile.txt (GPU time per kernel of one fwd+bwd, profile_kernels.py;
+# also per injector level),
 # variants.md (the kernels' compile-time knobs, timed on a subset) and ncu.txt (Nsight Compute:
 # speed of light, occupancy, memory of one fwd+bwd's kernels).
 # Architectures: $TORCH_CUDA_ARCH_LIST, default 9.0 (the H200 these figures come from).
@@ -54,23 +55,10 @@ cat "$out/benchmark.md"
 python -m ms_deform_attn.benchmark --device cpu --scale 2 --dtypes fp32 --batches 1 --reps 5 \
   --out "$out/benchmark_cpu.md" > /dev/null 2>&1
 
-python - > "$out/profile.txt" 2>&1 <<'PY'
-import torch
-from torch.profiler import ProfilerActivity, profile
-from ms_deform_attn.benchmark import make_inputs, make_step, model_shapes
-for shape in model_shapes(1):
-    for dtype in (torch.bfloat16, torch.float32):
-        step = make_step("native", "fwd+bwd", make_inputs(shape, 1, dtype, "cuda", 0))
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                step()
-            torch.cuda.synchronize()
-        print(f"== {shape.name} {dtype} fwd+bwd, 10 calls")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12))
-PY
+{ for shape in injector extractor; do for dtype in bf16 fp32; do
+    python -m ms_deform_attn.profile_kernels --shape $shape --dtype $dtype; echo; done; done
+  for level in 0 1 2 -1; do python -m ms_deform_attn.profile_kernels --shape injector --only-level $level; echo; done
+} 2>/dev/null > "$out/profile.txt"
 
 subset=(--backends native --dtypes bf16 --batches 1 2 --modes fwd+bwd)
 { for i in "${!variants[@]}"; do
