@@ -46,12 +46,11 @@ def run_native(value, shapes, starts, loc, weights, grad_out, deterministic):
     return (out, *grads)
 
 
-@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{len(c.levels)}P{c.p}D{c.d}N{c.n}")
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_kernels_match_fp64_reference(case, dtype, deterministic, poisoned_memory):
-    value, shapes, starts, loc, weights = make_inputs(case, seed=17 * CASES.index(case) + DTYPES.index(dtype),
-                                                      dtype=dtype, device="cuda")
+def assert_native_matches_oracle(case: Case, dtype: torch.dtype, seed: int, deterministic: bool = False,
+                                 **input_options) -> None:
+    """The raw operators on fresh inputs (poisoned outputs) against the fp64 oracle, every output
+    within TOLERANCE and in the value's dtype."""
+    value, shapes, starts, loc, weights = make_inputs(case, seed=seed, dtype=dtype, device="cuda", **input_options)
     grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
     got = run_native(value, shapes, starts, loc, weights, grad_out, deterministic)
     assert got[0].dtype == dtype and got[1].dtype == dtype
@@ -60,29 +59,25 @@ def test_kernels_match_fp64_reference(case, dtype, deterministic, poisoned_memor
         assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
 
 
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{len(c.levels)}P{c.p}D{c.d}N{c.n}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_kernels_match_fp64_reference(case, dtype, deterministic, poisoned_memory):
+    assert_native_matches_oracle(case, dtype, 17 * CASES.index(case) + DTYPES.index(dtype), deterministic)
+
+
 @pytest.mark.parametrize("case", WIDE_CASES, ids=lambda c: f"L{len(c.levels)}S{c.levels[0][0]}Q{c.lq}D{c.d}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_kernels_on_wide_maps(case, dtype, poisoned_memory):
     """The default backward on larger maps, many samples per value row, samples on pixel centres."""
-    value, shapes, starts, loc, weights = make_inputs(case, seed=31 * WIDE_CASES.index(case) + DTYPES.index(dtype),
-                                                      dtype=dtype, device="cuda", locations=pixel_locations)
-    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
-    got = run_native(value, shapes, starts, loc, weights, grad_out, False)
-    ref = oracle(value, shapes, starts, loc, weights, grad_out)
-    for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), got, ref):
-        assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
+    assert_native_matches_oracle(case, dtype, 31 * WIDE_CASES.index(case) + DTYPES.index(dtype),
+                                 locations=pixel_locations)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_tiled_backward_on_a_level_of_more_than_4096_tiles(dtype, poisoned_memory):
     """65 x 67 tiles of 8 x 8 on one level: binned with global instead of shared-memory histograms."""
-    case = Case(2, ((520, 530), (7, 9)), 3000, 2, 8, 2)
-    value, shapes, starts, loc, weights = make_inputs(case, seed=41, dtype=dtype, device="cuda")
-    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda", dtype=torch.float64).to(dtype)
-    got = run_native(value, shapes, starts, loc, weights, grad_out, False)
-    ref = oracle(value, shapes, starts, loc, weights, grad_out)
-    for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"), got, ref):
-        assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
+    assert_native_matches_oracle(Case(2, ((520, 530), (7, 9)), 3000, 2, 8, 2), dtype, 41)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
