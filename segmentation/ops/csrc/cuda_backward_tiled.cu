@@ -10,10 +10,10 @@
 // 1. tile_bin_kernel<false>: bin sizes. A block takes kBinRounds x kBinThreads (query, point) pairs of
 //    one (batch, head, level), adds them up per tile in a shared-memory histogram (the home tile once
 //    per warp and tile), and makes one global atomic per tile. Samples outside the window get their
-//    zero location and weight gradients here; it also sums the entries per (batch, head, level).
-//    tile_bin_kernel<true> computes the bin starts of its (batch, head, level) (an exclusive scan in
-//    each block: no separate scan kernel), claims a range of each bin per block and writes every
-//    sample's index.
+//    zero location and weight gradients here. Each (batch, head, level) owns a fixed region of the
+//    entry array (BinBuffers), so tile_bin_kernel<true> computes the bin starts of its own (batch,
+//    head, level) (an exclusive scan in each block: no separate scan kernel), claims a range of each
+//    bin per block and writes every sample's index.
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
@@ -637,14 +637,19 @@ void launch_after(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
   C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
 }
 
+// Compute capability (major) of the tensor's GPU.
+int capability_major(const at::Tensor& t) {
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.get_device()));
+  return major;
+}
+
 }  // namespace
 
 bool tiled_supported(const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& loc,
                      const Geometry& geo) {
   const auto type = value.scalar_type();
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, value.get_device()));
-  return major >= 8 &&  // cp.async, bf16 mma
+  return capability_major(value) >= 8 &&  // cp.async, bf16 mma
          (type == at::kHalf || type == at::kBFloat16) && (geo.d == 8 || geo.d == 16 || geo.d == 32 || geo.d == 64) &&
          aligned16(value) && aligned16(grad_output) && reinterpret_cast<uintptr_t>(loc.data_ptr()) % 8 == 0 &&
          geo.s * geo.m * geo.d < INT_MAX;  // 32-bit row offsets within a batch element (tile_row0)
@@ -670,9 +675,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const float* ap = attn.data_ptr<float>();
   float* glp = grad_loc.data_ptr<float>();
   float* gap = grad_attn.data_ptr<float>();
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, value.get_device()));
-  const bool dependent = major >= 9;  // programmatic dependent launches
+  const bool dependent = capability_major(value) >= 9;  // programmatic dependent launches
   const auto int_opts = value.options().dtype(at::kInt);
   const int64_t segments = geo.n * geo.m * geo.levels;
   at::Tensor bookkeeping = at::zeros({BinBuffers::ints(bins)}, int_opts);
