@@ -8,13 +8,25 @@
 namespace msda {
 namespace {
 
-// Per-group table in shared memory: one slot per sample of the current chunk. A chunk has
-// max(G, kBatch) samples; each lane of the group computes the bilinear corners of chunk samples
-// lane, lane + G, ... once, and every lane of the group reads them back (broadcast reads).
-template <typename A> struct ForwardSlot {
-  int4 row;  // spatial index of the four corners, -1 = zero
-  A w[4];    // attention weight x bilinear weight
+// Shared-memory slot table: a group of G lanes keeps one slot per sample of its current chunk
+// (max(G, kBatch) samples); lane k computes the slots k, k + G, ... and every lane of the group reads
+// them back. A slot is the four corner rows (-1 = zero) and their weights (attention weight x
+// bilinear weight), in two arrays indexed [warp][slot][group within the warp], so that the warp's
+// groups read their slot i from consecutive 16-byte entries (with one contiguous table per group,
+// slot i of every group of a warp fell into the same banks: 8-way conflicts for G = 4).
+template <typename A> struct alignas(16) CornerWeights {
+  A w[4];
 };
+
+template <typename A> struct SlotTable {
+  int4 rows[kThreads * kBatch];
+  CornerWeights<A> weights[kThreads * kBatch];
+};
+
+// Index of slot i of the calling lane's group (chunk slots per group).
+__device__ __forceinline__ int slot_index(int log2g, int chunk, int i) {
+  return ((static_cast<int>(threadIdx.x >> 5) * chunk + i) << (5 - log2g)) + static_cast<int>((threadIdx.x & 31) >> log2g);
+}
 
 // LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
 // shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time.
@@ -25,7 +37,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
   using A = acc_t<T>;
   constexpr int V = kVec<T>;
   __shared__ LevelTable lv;
-  __shared__ ForwardSlot<A> slots[kThreads * kBatch];
+  __shared__ SlotTable<A> table;
   load_levels(lv, shapes, starts, dims.levels);
   const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
   const int points = POINTS > 0 ? POINTS : dims.points;
@@ -48,7 +60,6 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
   const A* lg = loc + mem_group * samples * 2;
   const A* ag = attn + mem_group * samples;
   const int chunk = max(G, kBatch);
-  ForwardSlot<A>* table = slots + (threadIdx.x >> log2g) * chunk;
 
   A acc[V];
 #pragma unroll
@@ -62,11 +73,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
       const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
                                                lv.width[l], lv.start[l]);
       const A a = j0 + i < samples ? __ldg(ag + j) : A(0);
-      ForwardSlot<A> slot;
-      slot.row = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+      CornerWeights<A> cw;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) slot.w[k] = a * c.w[k];
-      table[i] = slot;
+      for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
+      const int at = slot_index(log2g, chunk, i);
+      table.rows[at] = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+      table.weights[at] = cw;
     }
     __syncwarp();
     const int count = min(chunk, samples - j0);
@@ -76,14 +88,16 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
       A wgt[kBatch][4];
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
-        const ForwardSlot<A> slot = table[min(i0 + b, count - 1)];
+        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1));
+        const int4 row = table.rows[at];
+        const CornerWeights<A> cw = table.weights[at];
         const bool real = has_ch && i0 + b < count;
-        idx[b][0] = real ? slot.row.x : -1;
-        idx[b][1] = real ? slot.row.y : -1;
-        idx[b][2] = real ? slot.row.z : -1;
-        idx[b][3] = real ? slot.row.w : -1;
+        idx[b][0] = real ? row.x : -1;
+        idx[b][1] = real ? row.y : -1;
+        idx[b][2] = real ? row.z : -1;
+        idx[b][3] = real ? row.w : -1;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) wgt[b][k] = real ? slot.w[k] : A(0);
+        for (int k = 0; k < 4; ++k) wgt[b][k] = real ? cw.w[k] : A(0);
       }
       LaneData<T, ALIGNED> data[kBatch][4];
 #pragma unroll
