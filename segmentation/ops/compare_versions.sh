@@ -10,6 +10,10 @@
 # Writes OUT_DIR/{old,new}_<rep>.md and OUT_DIR/build_{old,new}.log. The libraries are built into
 # $CMP_BUILD_ROOT/build_{old,new} (default: a fresh temporary folder); an up-to-date one is reused.
 # Default subset: --backends native --dtypes bf16 fp32 --batches 1 --modes fwd fwd+bwd.
+# PROFILE=1: also OUT_DIR/profiles.txt, GPU time per kernel of one batch-1 fwd+bwd (profile_kernels.py) of
+# both versions; NCU=1: also OUT_DIR/ncu.txt, Nsight Compute metrics (time, L1 hit rate, L1 / shared
+# wavefronts and bank conflicts, L2 sectors, registers) of the forward and the query-centric fp32
+# backward of both versions at both model shapes.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 old_src=$(cd "$1" && pwd)
@@ -42,4 +46,33 @@ for rep in $(seq 1 "$reps"); do
       echo "benchmark of $v failed (see $out/build_$v.log)"
   done
 done
+run() {  # version, command...: runs a python module of that version's build
+  local v=$1; shift
+  PYTHONPATH="$tmp/$v${PYTHONPATH:+:$PYTHONPATH}" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$v" MS_DEFORM_ATTN_JIT=0 "$@"
+}
+if [ "${PROFILE:-0}" = 1 ]; then
+  cp "$repo/segmentation/ops/profile_kernels.py" "$tmp/old/ms_deform_attn/" 2>/dev/null
+  for v in old new; do for args in "injector" "extractor" "injector --dtype fp32" "extractor --dtype fp32"; do
+    echo "== $v $args"; run $v python -m ms_deform_attn.profile_kernels --shape $args 2>/dev/null
+  done; done > "$out/profiles.txt"
+fi
+if [ "${NCU:-0}" = 1 ]; then
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  step="import sys, torch; from ms_deform_attn.benchmark import DTYPES, make_inputs, make_step, model_shapes
+step = make_step('native', sys.argv[3], make_inputs(model_shapes(1)[int(sys.argv[1])], 1, DTYPES[sys.argv[2]], 'cuda', 0))
+step(); step(); torch.cuda.synchronize()"
+  metrics=gpu__time_duration.sum,l1tex__t_sector_hit_rate.pct,l1tex__data_pipe_lsu_wavefronts.sum,\
+l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,\
+lts__t_sectors_srcunit_tex.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,\
+l1tex__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_executed.sum,launch__registers_per_thread
+  for v in old new; do
+    for case in "0 bf16 fwd forward_kernel" "1 bf16 fwd forward_kernel" "0 fp32 fwd forward_kernel" \
+                "1 fp32 fwd forward_kernel" "0 fp32 fwd+bwd backward_kernel" "1 fp32 fwd+bwd backward_kernel"; do
+      set -- $case  # shape index (0 injector, 1 extractor), dtype, mode, kernel
+      echo "== $v $case"
+      run $v timeout 120 "${ncu:-ncu}" --clock-control none -k regex:"$4" -s 1 -c 1 --metrics $metrics --csv \
+        python -c "$step" "$1" "$2" "$3" 2>/dev/null | grep '^"' | tail -n +2 | awk -F'","' '{print $(NF-2) " = " $NF}' | tr -d '"'
+    done
+  done > "$out/ncu.txt"
+fi
 echo "build dirs: $tmp/build_old $tmp/build_new"
