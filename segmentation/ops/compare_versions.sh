@@ -39,17 +39,16 @@ for v in old new; do
     > "$out/build_$v.log" 2>&1 &
 done
 wait
-for rep in $(seq 1 "$reps"); do
-  for v in old new; do
-    PYTHONPATH="$tmp/$v${PYTHONPATH:+:$PYTHONPATH}" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$v" MS_DEFORM_ATTN_JIT=0 \
-      python -m ms_deform_attn.benchmark "${subset[@]}" --out "$out/${v}_$rep.md" > /dev/null 2>&1 ||
-      echo "benchmark of $v failed (see $out/build_$v.log)"
-  done
-done
-run() {  # version, command...: runs a python module of that version's build
+run() {  # version, command...: runs the command with that version's package and library
   local v=$1; shift
   PYTHONPATH="$tmp/$v${PYTHONPATH:+:$PYTHONPATH}" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$v" MS_DEFORM_ATTN_JIT=0 "$@"
 }
+for rep in $(seq 1 "$reps"); do
+  for v in old new; do
+    run $v python -m ms_deform_attn.benchmark "${subset[@]}" --out "$out/${v}_$rep.md" > /dev/null 2>&1 ||
+      echo "benchmark of $v failed (see $out/build_$v.log)"
+  done
+done
 if [ "${PROFILE:-0}" = 1 ]; then
   cp "$repo/segmentation/ops/profile_kernels.py" "$tmp/old/ms_deform_attn/" 2>/dev/null
   for v in old new; do for args in "injector" "extractor" "injector --dtype fp32" "extractor --dtype fp32"; do
