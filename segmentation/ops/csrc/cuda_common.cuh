@@ -149,10 +149,14 @@ __device__ uint4 kZeroRow;
 // Reads row `idx` of a lane's channels, or zeros for idx < 0. The load is unconditional (from
 // kZeroRow for idx < 0, chosen by address, not by a select after the load) so that the compiler
 // issues a whole batch of gathers before the first use.
-template <typename T, bool ALIGNED>
-__device__ __forceinline__ void gather_row(LaneData<T, ALIGNED>& d, const T* base, int idx, int64_t row_stride,
+// row_stride: elements per row (int64_t), or Int<1> where idx is already an element offset.
+template <typename T, bool ALIGNED, typename Stride>
+__device__ __forceinline__ void gather_row(LaneData<T, ALIGNED>& d, const T* base, int idx, Stride row_stride,
                                            int valid) {
-  const T* p = idx >= 0 ? base + static_cast<int64_t>(idx) * row_stride : reinterpret_cast<const T*>(&kZeroRow);
+  const T* row;
+  if constexpr (std::is_same_v<Stride, std::integral_constant<int, 1>>) row = base + idx;
+  else row = base + static_cast<int64_t>(idx) * row_stride;
+  const T* p = idx >= 0 ? row : reinterpret_cast<const T*>(&kZeroRow);
   d.load(p, valid);
 }
 

@@ -29,8 +29,11 @@ __device__ __forceinline__ int slot_index(int log2g, int chunk, int i) {
 }
 
 // LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
-// shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time.
-template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G>
+// shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time. OFF32: a batch
+// element's S * M * D elements fit in an int, and the slot table holds each corner's element offset
+// (row x M x D, computed once per sample by the lane that fills the slot) instead of its row, so
+// that a gather's address is one 32-bit x 64-bit multiply-add.
+template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32>
 __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
     const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
@@ -77,7 +80,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
 #pragma unroll
       for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
       const int at = slot_index(log2g, chunk, i);
-      table.rows[at] = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+      if constexpr (OFF32) {
+        const int rs = static_cast<int>(row_stride);
+        table.rows[at] = make_int4(c.s[0] < 0 ? -1 : c.s[0] * rs, c.s[1] < 0 ? -1 : c.s[1] * rs,
+                                   c.s[2] < 0 ? -1 : c.s[2] * rs, c.s[3] < 0 ? -1 : c.s[3] * rs);
+      } else {
+        table.rows[at] = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+      }
       table.weights[at] = cw;
     }
     __syncwarp();
@@ -91,7 +100,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
         const int at = slot_index(log2g, chunk, min(i0 + b, count - 1));
         const int4 row = table.rows[at];
         const CornerWeights<A> cw = table.weights[at];
-        const bool real = has_ch && i0 + b < count;
+        // the model's shapes: every lane has channels and every slot a sample (lanes past the end
+        // read the last group's valid rows and store nothing)
+        const bool real = LEVELS > 0 || (has_ch && i0 + b < count);
         idx[b][0] = real ? row.x : -1;
         idx[b][1] = real ? row.y : -1;
         idx[b][2] = real ? row.z : -1;
@@ -103,7 +114,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
 #pragma unroll
-        for (int k = 0; k < 4; ++k) gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
+        for (int k = 0; k < 4; ++k) {
+          if constexpr (OFF32) gather_row(data[b][k], vbase, idx[b][k], Int<1>{}, valid);
+          else gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
+        }
       }
       // all gathers of the batch are in flight; one fused multiply-add per corner and channel
 #pragma unroll
@@ -141,9 +155,15 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
     T* o = reinterpret_cast<T*>(out.data_ptr<S>());
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
     const int64_t* st = level_start_index.data_ptr<int64_t>();
+    const bool off32 = geo.s * geo.m * geo.d < INT_MAX;
     dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
-      forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value>
-          <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+      const auto run = [&](auto o32) {
+        forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value,
+                       decltype(o32)::value>
+            <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+      };
+      if (off32) run(std::true_type{});
+      else run(std::false_type{});
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
