@@ -36,7 +36,11 @@ namespace {
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
 constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
+#ifndef MSDA_FWD_MIN_BLOCKS  // the forward's compile-time kernels of more than one level (the injector's 3)
+#define MSDA_FWD_MIN_BLOCKS 8
+#endif
 constexpr int min_blocks(int levels) { return levels == 1 ? MSDA_MIN_BLOCKS_L1 : kMinBlocks; }
+constexpr int forward_min_blocks(int levels) { return levels > 1 ? MSDA_FWD_MIN_BLOCKS : min_blocks(levels); }
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };

@@ -34,7 +34,7 @@ __device__ __forceinline__ int slot_index(int log2g, int chunk, int i) {
 // (row x M x D, computed once per sample by the lane that fills the slot) instead of its row, so
 // that a gather's address is one 32-bit x 64-bit multiply-add.
 template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32>
-__global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
+__global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
     const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
   using A = acc_t<T>;
@@ -100,9 +100,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks(LEVELS)) forward_kernel(
         const int at = slot_index(log2g, chunk, min(i0 + b, count - 1));
         const int4 row = table.rows[at];
         const CornerWeights<A> cw = table.weights[at];
-        // the model's shapes: every lane has channels and every slot a sample (lanes past the end
-        // read the last group's valid rows and store nothing)
-        const bool real = LEVELS > 0 || (has_ch && i0 + b < count);
+        // the model's shapes: every lane has channels (lanes past the end read the last group's
+        // valid rows and store nothing); i0 + b < count is known at compile time there
+        const bool real = (LEVELS > 0 || has_ch) && i0 + b < count;
         idx[b][0] = real ? row.x : -1;
         idx[b][1] = real ? row.y : -1;
         idx[b][2] = real ? row.z : -1;
