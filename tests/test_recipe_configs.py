@@ -73,7 +73,8 @@ def test_released_recipe(rel):
     hooks = cfg.default_hooks
     assert hooks.checkpoint == dict(type="CheckpointHook", by_epoch=True, interval=1,
                                     max_keep_ckpts=1, save_best="mIoU", rule="greater")
-    assert hooks.logger.interval == 50 and cfg.log_processor.by_epoch is False
+    assert hooks.logger.type == "MainProcessLoggerHook" and hooks.logger.interval == 50
+    assert cfg.log_processor.by_epoch is False
     assert [h.type for h in cfg.custom_hooks] == ["CudnnDeterminismHook", "BroadcastBNBuffersHook"]
     assert "fp16" not in cfg and "ema" not in str(cfg.custom_hooks).lower()
     assert cfg.env_cfg.cudnn_benchmark is False

@@ -11,14 +11,15 @@ env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv
 randomness = dict(seed=None, deterministic=False)  # seed None: random, shared by all ranks
 vis_backends = [dict(type="LocalVisBackend")]
 visualizer = dict(type="SegLocalVisualizer", vis_backends=vis_backends, name="visualizer")
-# Text log every 50 iterations, counted in global iterations (TextLoggerHook(by_epoch=False)).
+# Text log every 50 iterations, counted in global iterations (TextLoggerHook(by_epoch=False));
+# MainProcessLoggerHook = mmengine's LoggerHook with the test metrics' JSON written by rank 0 only.
 log_processor = dict(by_epoch=False, window_size=50)
 log_level = "INFO"
 load_from = None
 resume = False
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),
-    logger=dict(type="LoggerHook", interval=50, log_metric_by_epoch=False),
+    logger=dict(type="MainProcessLoggerHook", interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type="ParamSchedulerHook"),
     # epoch_<n>.pth every epoch, only the latest kept, plus best_mIoU_epoch_<n>.pth
     checkpoint=dict(type="CheckpointHook", by_epoch=True, interval=1, max_keep_ckpts=1,
