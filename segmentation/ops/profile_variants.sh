@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# GPU time per kernel of several builds of this checkout's CUDA kernels, each with its own extra nvcc
-# flags (a tuning knob of docs/ops.md, or the ablation switches of the branch named there), in one run:
+# GPU time per kernel of several builds of the CUDA kernels, each with its own extra nvcc flags (a
+# tuning knob of docs/ops.md, or the ablation switches of the branch named there) and optionally its
+# own source tree (another version's segmentation/ops), in one run:
 #
-#   bash segmentation/ops/profile_variants.sh OUT_DIR REPS NAME=FLAGS [NAME=FLAGS ...]
+#   bash segmentation/ops/profile_variants.sh OUT_DIR REPS NAME[@OPS_DIR]=FLAGS [...]
 #
-# FLAGS: nvcc flags separated by commas ("base=" for none), e.g. grid3=-DMSDA_TILE_GRID_PER_SM=3.
+# FLAGS: nvcc flags separated by commas ("base=" for none), e.g. grid3=-DMSDA_TILE_GRID_PER_SM=3;
+# OPS_DIR: a segmentation/ops folder to build instead of this checkout's, e.g. v18@/tmp/v18/ops=.
 # Builds every variant in parallel (architectures: $TORCH_CUDA_ARCH_LIST, default 9.0), then runs
-# profile_kernels.py (bf16, batch 1, fwd+bwd; injector and extractor) for the variants in turn, REPS
-# times. Writes OUT_DIR/profiles.txt (per variant, shape and repetition: microseconds per kernel and
-# the span) and OUT_DIR/build_NAME.log.
+# the variant's own profile_kernels.py (batch 1, fwd+bwd; injector and extractor; dtypes $DTYPES,
+# default bf16) for the variants in turn, REPS times. Writes OUT_DIR/profiles.txt (per variant,
+# dtype, shape and repetition: microseconds per kernel and the span) and OUT_DIR/build_NAME.log.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=$1
@@ -17,26 +19,32 @@ shift 2
 mkdir -p "$out"
 tmp=$(mktemp -d)
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1 MS_DEFORM_ATTN_JIT=0
-mkdir -p "$tmp/src"
-ln -s "$repo/segmentation/ops" "$tmp/src/ms_deform_attn"
 names=()
 declare -A flags  # variant -> nvcc flags (also needed at run time: the library's stamp includes them)
 for spec in "$@"; do
-  name=${spec%%=*}
+  head=${spec%%=*}
+  name=${head%%@*}
+  ops="$repo/segmentation/ops"
+  [ "$head" != "$name" ] && ops=$(cd "${head#*@}" && pwd)
   names+=("$name")
   flags[$name]=${spec#*=}
   flags[$name]=${flags[$name]//,/ }
-  PYTHONPATH="$tmp/src" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$name" MS_DEFORM_ATTN_NVCC_FLAGS="${flags[$name]}" \
+  mkdir -p "$tmp/src_$name"
+  ln -s "$ops" "$tmp/src_$name/ms_deform_attn"
+  PYTHONPATH="$tmp/src_$name" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$name" MS_DEFORM_ATTN_NVCC_FLAGS="${flags[$name]}" \
     python -c "import sys; from ms_deform_attn import build; sys.exit(build.main(['cuda']))" > "$out/build_$name.log" 2>&1 &
 done
 wait
 for rep in $(seq 1 "$reps"); do
-  for name in "${names[@]}"; do
-    for shape in injector extractor; do
-      line=$(PYTHONPATH="$tmp/src" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$name" MS_DEFORM_ATTN_NVCC_FLAGS="${flags[$name]}" \
-        python -m ms_deform_attn.profile_kernels --shape $shape 2>"$tmp/stderr" |
-        awk -F'|' '/_kernel|span/ {gsub(/ /, "", $2); gsub(/ /, "", $4); printf "%s %s; ", $2, $4}')
-      echo "$name $shape $rep: ${line:-failed: $(tail -3 "$tmp/stderr" | tr '\n' ' ')}"
+  for dtype in ${DTYPES:-bf16}; do
+    for name in "${names[@]}"; do
+      for shape in injector extractor; do
+        line=$(PYTHONPATH="$tmp/src_$name" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$name" \
+          MS_DEFORM_ATTN_NVCC_FLAGS="${flags[$name]}" \
+          python -m ms_deform_attn.profile_kernels --shape $shape --dtype $dtype 2>"$tmp/stderr" |
+          awk -F'|' '/_kernel|span/ {gsub(/ /, "", $2); gsub(/ /, "", $4); printf "%s %s; ", $2, $4}')
+        echo "$name $dtype $shape $rep: ${line:-failed: $(tail -3 "$tmp/stderr" | tr '\n' ' ')}"
+      done
     done
   done
 done | tee "$out/profiles.txt"
