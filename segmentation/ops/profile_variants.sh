@@ -11,6 +11,9 @@
 # the variant's own profile_kernels.py (batch 1, fwd+bwd; injector and extractor; dtypes $DTYPES,
 # default bf16) for the variants in turn, REPS times. Writes OUT_DIR/profiles.txt (per variant,
 # dtype, shape and repetition: microseconds per kernel and the span) and OUT_DIR/build_NAME.log.
+# With TESTS set (pytest arguments, e.g. TESTS="tests/test_ops_cuda.py"), first runs those tests
+# against each variant's build (OUT_DIR/tests_NAME.txt; the summary line is printed); TESTS_REST
+# replaces them for every variant after the first (e.g. a -k filter).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=$1
@@ -35,6 +38,17 @@ for spec in "$@"; do
     python -c "import sys; from ms_deform_attn import build; sys.exit(build.main(['cuda']))" > "$out/build_$name.log" 2>&1 &
 done
 wait
+first=1
+for name in "${names[@]}"; do
+  [ -z "${TESTS:-}" ] && break
+  args=${TESTS}
+  [ $first -eq 0 ] && args=${TESTS_REST:-$TESTS}
+  first=0
+  # shellcheck disable=SC2086  # pytest arguments split on purpose
+  PYTHONPATH="$tmp/src_$name${PYTHONPATH:+:$PYTHONPATH}" MS_DEFORM_ATTN_BUILD_DIR="$tmp/build_$name" \
+    MS_DEFORM_ATTN_NVCC_FLAGS="${flags[$name]}" python -m pytest -q -p no:cacheprovider $args > "$out/tests_$name.txt" 2>&1
+  echo "tests $name (exit $?): $(tail -1 "$out/tests_$name.txt")"
+done
 for rep in $(seq 1 "$reps"); do
   for dtype in ${DTYPES:-bf16}; do
     for name in "${names[@]}"; do

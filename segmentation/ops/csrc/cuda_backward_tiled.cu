@@ -7,22 +7,27 @@
 // 8 x 8 tiles of value rows; a sample's home is the tile of (max(y0, 0), max(x0, 0)); when its other
 // corners reach into the next tile row / column it is also binned there (a "dup").
 //
+// 0. zero_ints: the bookkeeping (bin sizes, cursors, work counter) zeroed.
 // 1. tile_bin_kernel<false>: bin sizes. A block takes kBinRounds x kBinThreads (query, point) pairs of
 //    one (batch, head, level), adds them up per tile in a shared-memory histogram (the home tile once
 //    per warp and tile), and makes one global atomic per tile. Samples outside the window get their
 //    zero location and weight gradients here. Each (batch, head, level) owns a fixed region of the
 //    entry array (BinBuffers), so tile_bin_kernel<true> computes the bin starts of its own (batch,
 //    head, level) (an exclusive scan in each block: no separate scan kernel), claims a range of each
-//    bin per block and writes every sample's index.
+//    bin per block and writes every sample's index. On sm_90 both are dependent launches: a block
+//    loads its locations and builds its shared histogram while the kernel before it drains, and waits
+//    for that kernel's results only before its global atomics.
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
 //    chunk (double buffer). The bin is read in chunks of 128 samples, one per thread, loaded a chunk
-//    ahead (Fetched; the next tile's first chunk during the current tile's last): the warps stage
+//    ahead (Fetched; the next tile's first chunk during the current tile's last; the first tile's value
+//    rows while the fill kernel drains): the warps stage
 //    their samples' grad_out rows (adjacent lanes read a row: 64-byte requests) in a swizzled area;
 //    each thread writes its sample's (at most 4) coefficients, attention weight x bilinear weight,
 //    into its column of a 64-row coefficient matrix (rounded to T), and, for a home sample, computes
-//    the location and weight gradients from the staged row and the shared value rows. Then
+//    the location and weight gradients from the staged row and the shared value rows (all four corners
+//    read, the dot of a corner outside the map then set to zero). Then
 //    value_grad[tile rows] += coefficients (64 x 128) @ staged rows (128 x D): mma.m16n8k16 with fp32
 //    accumulators, one 16-row band per warp. After the last chunk every row of the tile is written
 //    once, in T.
@@ -32,7 +37,6 @@
 // cuda_backward_query.cu for the deterministic backward).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAFunctions.h>
 
 #include <algorithm>
@@ -75,6 +79,19 @@ __device__ __forceinline__ void start_next_kernel() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+}
+
+// Zeroes n ints (grid-stride, 4 per thread and step); lets the next kernel start at once (it waits
+// for this one before its first atomic).
+__global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n) {
+  start_next_kernel();
+  for (int64_t i = (static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x) * 4; i < n; i += static_cast<int64_t>(gridDim.x) * 1024) {
+    if (i + 4 <= n && (reinterpret_cast<uintptr_t>(p + i) & 15) == 0) {
+      *reinterpret_cast<int4*>(p + i) = make_int4(0, 0, 0, 0);
+    } else {
+      for (int64_t k = i; k < min(i + 4, n); ++k) p[k] = 0;
+    }
+  }
 }
 
 struct TileTable {
@@ -194,7 +211,6 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
   __shared__ int scratch[kBinThreads / 32];
   start_next_kernel();
   build_tiles(tt, shapes, starts, d);
-  if constexpr (FILL) wait_for_previous_kernel();  // the bin sizes
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
   for (int nml = blockIdx.y; nml < d.n * d.m * d.levels; nml += gridDim.y) {
@@ -203,20 +219,6 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
     const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
     const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
     const bool shared_hist = tiles <= hist_size;
-    for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) hist[k] = 0;
-    if constexpr (FILL) {  // the segment's bin starts
-      int carry = nml * 4 * per_level;
-      const bool store = blockIdx.x == 0 || !shared_hist;
-      for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
-        const int k = k0 + threadIdx.x;
-        int sum = 0;
-        const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
-        if (k < tiles && shared_hist) base[k] = start;
-        if (k < tiles && store) buf.starts[bin0 + k] = start;
-        carry += sum;
-      }
-    }
-    __syncthreads();
     // all locations of the block's samples first (their loads in flight together)
     float2 xy[kBinRounds];
     int e[kBinRounds];
@@ -227,6 +229,8 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
       xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
     }
+    for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) hist[k] = 0;
+    __syncthreads();
     // round r's sample, its tiles, and the lanes of the warp that share its home tile
     const auto decode = [&](int r, SampleTiles& s, int& leader, int& size, int& rank) {
       const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
@@ -237,6 +241,9 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       rank = __popc(same & ((1u << lane) - 1));
       return i < per_level;
     };
+    // The block's own histogram needs nothing from the previous kernel: with a shared histogram it is
+    // built while that kernel drains (dependent launch), and only the global atomics wait.
+    if (!shared_hist) wait_for_previous_kernel();
 #pragma unroll
     for (int r = 0; r < kBinRounds; ++r) {
       SampleTiles s;
@@ -252,6 +259,19 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       if (!FILL && valid && !s.inside) {  // never binned: zero location / weight gradients
         reinterpret_cast<float2*>(grad_loc)[s.e] = make_float2(0.f, 0.f);
         grad_attn[s.e] = 0.f;
+      }
+    }
+    wait_for_previous_kernel();  // COUNT: the zeroed bookkeeping; FILL: the bin sizes (no-op when done)
+    if constexpr (FILL) {  // the segment's bin starts
+      int carry = nml * 4 * per_level;
+      const bool store = blockIdx.x == 0 || !shared_hist;
+      for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
+        const int k = k0 + threadIdx.x;
+        int sum = 0;
+        const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
+        if (k < tiles && shared_hist) base[k] = start;
+        if (k < tiles && store) buf.starts[bin0 + k] = start;
+        carry += sum;
       }
     }
     __syncthreads();
@@ -458,14 +478,15 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   build_tiles(tt, shapes, starts, d);
   const int samples_per_group = d.levels * d.points;
   const int total = d.n * d.m * tt.tile_start[d.levels];
+  if (static_cast<int>(blockIdx.x) >= total) return;
+  // the first tile's value rows need nothing from the previous kernel: copied while it drains
+  copy_value_rows<T, D>(rows_smem, value, tile_geom(blockIdx.x, tt, d), tt, d);
   wait_for_previous_kernel();  // the bins
   if (tid == 0) {  // later tiles come from the counter, two tiles ahead
     slots[0].fetch(blockIdx.x, total, tt, d, bin_starts, bin_sizes);
     slots[1].fetch(gridDim.x + atomicAdd(work_counter, 1), total, tt, d, bin_starts, bin_sizes);
   }
   __syncthreads();
-  if (slots[0].item >= total) return;
-  copy_value_rows<T, D>(rows_smem, value, slots[0].geom, tt, d);
   Fetched<kLanes> cur;  // this thread's sample of the current chunk, loaded a chunk ahead
   cur.load(tid < min(kChunk, slots[0].end - slots[0].begin) ? bins[slots[0].begin + tid] : -1, grad_out, loc,
            attn, samples_per_group, D, lane);
@@ -512,7 +533,8 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           const int y = y0 + (k >> 1) - tg.y_first, x = x0 + (k & 1) - tg.x_first;  // within the tile?
-          if (y < 0 || y >= kSide || x < 0 || x >= kSide || tg.y_first + y >= height || tg.x_first + x >= width) continue;
+          // (a corner in the tile's square but outside the map gets a coefficient too: its row is never written)
+          if (static_cast<unsigned>(y) >= kSide || static_cast<unsigned>(x) >= kSide) continue;
           written[k] = y * kSide + x;
           coef[written[k] * kCoefPitch + tid] = from_acc<T>(cur.a * weight[k]);
         }
@@ -557,15 +579,15 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
           for (int k = 0; k < 4; ++k) raw[k] = reinterpret_cast<const uint4*>(value_rows + max(corner[k], 0) * D)[piece];
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
-            if (!((info >> k) & 1)) raw[k] = make_uint4(0, 0, 0, 0);
             float x[V];
             unpack_vec<T>(raw[k], x);
 #pragma unroll
             for (int v = 0; v < V; ++v) sums[k][v & 1] += g[v] * x[v];
           }
         }
-        const float dot[4] = {sums[0][0] + sums[0][1], sums[1][0] + sums[1][1], sums[2][0] + sums[2][1],
-                              sums[3][0] + sums[3][1]};
+        // a corner outside the map read some row (row 0, or a stale or unwritten halo row): its dot is 0
+        const float dot[4] = {info & 1 ? sums[0][0] + sums[0][1] : 0.f, info & 2 ? sums[1][0] + sums[1][1] : 0.f,
+                              info & 4 ? sums[2][0] + sums[2][1] : 0.f, info & 8 ? sums[3][0] + sums[3][1] : 0.f};
         Corners<float> c;  // the parts bilinear_grads reads
         c.lh = lh;
         c.lw = lw;
@@ -678,7 +700,13 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const bool dependent = capability_major(value) >= 9;  // programmatic dependent launches
   const auto int_opts = value.options().dtype(at::kInt);
   const int64_t segments = geo.n * geo.m * geo.levels;
-  at::Tensor bookkeeping = at::zeros({BinBuffers::ints(bins)}, int_opts);
+  at::Tensor bookkeeping = at::empty({BinBuffers::ints(bins)}, int_opts);
+  {
+    const int64_t ints = BinBuffers::ints(bins);
+    zero_ints<<<static_cast<unsigned>(std::min<int64_t>((ints + 1023) / 1024, 65535)), 256, 0, stream>>>(
+        bookkeeping.data_ptr<int>(), ints);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   const BinBuffers buf(bookkeeping.data_ptr<int>(), bins);
   at::Tensor entries = at::empty({std::max<int64_t>(samples * 4, 1)}, int_opts);  // home + at most 3 dups
   const int hist_size = static_cast<int>(std::min<int64_t>(kMaxHist, geo.s / 8 + geo.levels));
@@ -687,9 +715,8 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
                       std::min<int64_t>(segments, 65535));
   const size_t hist_bytes = 2 * hist_size * sizeof(int);
   if (samples > 0) {
-    tile_bin_kernel<false><<<bin_grid, kBinThreads, hist_bytes, stream>>>(shp, st, lp, buf, entries.data_ptr<int>(),
-                                                                           glp, gap, dims, hist_size);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
     launch_after(tile_bin_kernel<true>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
                  entries.data_ptr<int>(), glp, gap, dims, hist_size);
   }
