@@ -33,13 +33,15 @@ CASES = (
 )
 
 # Larger maps (the CASES' are at most 11 pixels a side): sparse and dense levels, partial blocks of
-# rows at the right / bottom edges, and (last case) about 30 samples per value row and head, so that
+# rows at the right / bottom edges, and (the last three) 8-30 samples per value row and head, so that
 # many samples share each value row's gradient.
 WIDE_CASES = (
     Case(2, ((37, 45), (19, 23)), 60, 2, 32, 4),
     Case(1, ((20, 27),), 700, 2, 16, 4),
     Case(1, ((33, 18), (17, 9), (9, 5)), 120, 3, 32, 4),
     Case(1, ((16, 16),), 2000, 2, 32, 4),
+    Case(1, ((13, 10),), 600, 2, 8, 2),
+    Case(2, ((10, 11),), 300, 1, 16, 3),
 )
 
 

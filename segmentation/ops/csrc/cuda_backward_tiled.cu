@@ -62,6 +62,9 @@ constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 b
 #ifndef MSDA_TILE_MIN_BLOCKS  // register cap: 4 blocks per SM (128 registers; ptxas takes ~106); docs/ops.md
 #define MSDA_TILE_MIN_BLOCKS 4
 #endif
+#ifndef MSDA_SPLIT_DENSITY  // samples per value row from which the tile kernel splits K (docs/ops.md)
+#define MSDA_SPLIT_DENSITY 8
+#endif
 #ifndef MSDA_TILE_GRID_PER_SM  // persistent blocks launched per SM (at most what fits); docs/ops.md
 #define MSDA_TILE_GRID_PER_SM 4
 #endif
@@ -456,7 +459,11 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], unsigned addres
 // Dynamic shared memory: value rows of two tiles (2 x kHaloRows x D T: the current one and the next,
 // copied during the current tile's last chunk), staged grad_out rows (kChunk x D T, swizzled),
 // coefficients (kRows x kCoefPitch T). Needs sm_80 (cp.async, bf16 mma); tiled_supported checks.
-template <typename T, int D>
+// SPLIT (split-K, for levels dense in samples): warp w computes the 32 rows from 32 (w & 1) over the
+// k-steps of parity w >> 1 (the staged rows are read by two warps instead of four), and after the
+// tile's last chunk the odd-parity warps hand their fp32 sums to the even ones through the staging
+// area; otherwise warp w computes the 16-row band w over every k-step.
+template <typename T, int D, bool SPLIT>
 __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const float* __restrict__ loc, const float* __restrict__ attn,
@@ -503,9 +510,12 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
     const int height = tt.height[tg.level], width = tt.width[tg.level];
     const T* const value_rows = rows_smem + buffer * kHaloRows * D;
 
-    float acc[kNTiles][4];
+    constexpr int kBands = SPLIT ? 2 : 1;  // 16-row bands per warp
+    float acc[kBands][kNTiles][4];
 #pragma unroll
-    for (int j = 0; j < kNTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    for (int b = 0; b < kBands; ++b)
+#pragma unroll
+      for (int j = 0; j < kNTiles; ++j) acc[b][j][0] = acc[b][j][1] = acc[b][j][2] = acc[b][j][3] = 0.f;
     for (int chunk = begin;; chunk += kChunk) {
       const int count = min(kChunk, end - chunk);
       const bool last = chunk + kChunk >= end;
@@ -598,38 +608,76 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
         reinterpret_cast<float2*>(grad_loc)[e] =
             make_float2(a * grad_w * static_cast<float>(width), a * grad_h * static_cast<float>(height));
       }
-      // value_grad[16 rows of this warp] += coef[16 rows x count] @ staged[count x D]
+      // value_grad[this warp's bands] += coef[band rows x count] @ staged[count x D]
       const int ksteps = (count + 15) >> 4;
-      for (int ks = 0; ks < ksteps; ++ks) {
-        unsigned af[4];
-        ldmatrix_x4(af, smem_address(coef + (warp * 16 + (lane & 15)) * kCoefPitch + ks * 16 + (lane >> 4) * 8));
+      const int first_band = SPLIT ? (warp & 1) * 2 : warp;
+      for (int ks = SPLIT ? warp >> 1 : 0; ks < ksteps; ks += SPLIT ? 2 : 1) {
+        unsigned af[kBands][4];
+#pragma unroll
+        for (int b = 0; b < kBands; ++b) {
+          ldmatrix_x4(af[b], smem_address(coef + ((first_band + b) * 16 + (lane & 15)) * kCoefPitch + ks * 16 +
+                                          (lane >> 4) * 8));
+        }
         const int row = ks * 16 + (lane & 15);
 #pragma unroll
         for (int j = 0; j < kNTiles; j += 2) {
           unsigned bf[4];
           const int col_piece = min(j + (lane >> 4), kLanes - 1);
           ldmatrix_x4_trans(bf, smem_address(staged + row * D + swizzle<kLanes>(row, col_piece) * V));
-          mma_16x8x16<T>(acc[j], af, bf[0], bf[1]);
-          if (j + 1 < kNTiles) mma_16x8x16<T>(acc[j + 1], af, bf[2], bf[3]);
+#pragma unroll
+          for (int b = 0; b < kBands; ++b) {
+            mma_16x8x16<T>(acc[b][j], af[b], bf[0], bf[1]);
+            if (j + 1 < kNTiles) mma_16x8x16<T>(acc[b][j + 1], af[b], bf[2], bf[3]);
+          }
         }
       }
       if (last) break;
       __syncthreads();  // the next chunk rewrites the coefficients and the staging rows
     }
 
-    // every row of the tile, once: rows g and g + 8 of this warp's band, channels 2t, 2t + 1
-    T* const first = tile_row0<D>(grad_value, tg, tt, d) + 2 * (lane & 3);
+    if constexpr (SPLIT) {  // the odd-parity warps' sums (fp32, in the staging area) to the even ones
+      float4* const reduce = reinterpret_cast<float4*>(staged);  // kRows x D floats <= kChunk x D T
+      __syncthreads();  // every warp's MMA has read the staged rows
+      if (warp >> 1) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = warp * 16 + (lane >> 2) + half * 8;
-      const int ry = r >> kLog2Side, rx = r & (kSide - 1);
-      if (tg.y_first + ry >= height || tg.x_first + rx >= width) continue;
-      T* dst = first + static_cast<int64_t>(ry * width + rx) * (d.m * D);
+        for (int b = 0; b < kBands; ++b)
 #pragma unroll
-      for (int j = 0; j < kNTiles; ++j) {
-        const T lo = from_acc<T>(acc[j][2 * half]), hi = from_acc<T>(acc[j][2 * half + 1]);
-        *reinterpret_cast<unsigned*>(dst + 8 * j) =
-            static_cast<unsigned>(bits16(lo)) | (static_cast<unsigned>(bits16(hi)) << 16);
+          for (int j = 0; j < kNTiles; ++j)
+            reduce[((b * kNTiles + j) * 2 + (warp & 1)) * 32 + lane] =
+                make_float4(acc[b][j][0], acc[b][j][1], acc[b][j][2], acc[b][j][3]);
+      }
+      __syncthreads();
+      if (!(warp >> 1)) {
+#pragma unroll
+        for (int b = 0; b < kBands; ++b)
+#pragma unroll
+          for (int j = 0; j < kNTiles; ++j) {
+            const float4 o = reduce[((b * kNTiles + j) * 2 + (warp & 1)) * 32 + lane];
+            acc[b][j][0] += o.x;
+            acc[b][j][1] += o.y;
+            acc[b][j][2] += o.z;
+            acc[b][j][3] += o.w;
+          }
+      }
+    }
+    // every row of the tile, once: rows g and g + 8 of each of this warp's bands, channels 2t, 2t + 1
+    if (!SPLIT || !(warp >> 1)) {
+      T* const first = tile_row0<D>(grad_value, tg, tt, d) + 2 * (lane & 3);
+#pragma unroll
+      for (int b = 0; b < kBands; ++b) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int r = ((SPLIT ? (warp & 1) * 2 : warp) + b) * 16 + (lane >> 2) + half * 8;
+          const int ry = r >> kLog2Side, rx = r & (kSide - 1);
+          if (tg.y_first + ry >= height || tg.x_first + rx >= width) continue;
+          T* dst = first + static_cast<int64_t>(ry * width + rx) * (d.m * D);
+#pragma unroll
+          for (int j = 0; j < kNTiles; ++j) {
+            const T lo = from_acc<T>(acc[b][j][2 * half]), hi = from_acc<T>(acc[b][j][2 * half + 1]);
+            *reinterpret_cast<unsigned*>(dst + 8 * j) =
+                static_cast<unsigned>(bits16(lo)) | (static_cast<unsigned>(bits16(hi)) << 16);
+          }
+        }
       }
     }
     buffer ^= 1;
@@ -722,11 +770,14 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   }
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-  const auto launch = [&](auto tag, auto dim) {
+  // split-K where a tile's bin spans several chunks on average (head dims up to 32: 2 x D / 2 fp32
+  // accumulators per thread)
+  const bool dense = geo.lq * geo.levels * geo.points >= MSDA_SPLIT_DENSITY * geo.s;
+  const auto launch = [&](auto tag, auto dim, auto split) {
     using S = decltype(tag);
     using T = typename CudaType<S>::type;
     constexpr int D = decltype(dim)::value;
-    auto kernel = tile_grad_kernel<T, D>;
+    auto kernel = tile_grad_kernel<T, D, decltype(split)::value>;
     const int smem = static_cast<int>(((2 * kHaloRows + kChunk) * D + kRows * kCoefPitch) * sizeof(T));
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int per_sm = 0;
@@ -738,11 +789,15 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
                  reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp, gap, dims);
   };
   const auto with_dim = [&](auto tag) {
+    const auto split = [&](auto dim) {
+      if (dense) launch(tag, dim, std::true_type{});
+      else launch(tag, dim, std::false_type{});
+    };
     switch (geo.d) {
-      case 8: launch(tag, IntC<8>{}); break;
-      case 16: launch(tag, IntC<16>{}); break;
-      case 32: launch(tag, IntC<32>{}); break;
-      default: launch(tag, IntC<64>{}); break;
+      case 8: split(IntC<8>{}); break;
+      case 16: split(IntC<16>{}); break;
+      case 32: split(IntC<32>{}); break;
+      default: launch(tag, IntC<64>{}, std::false_type{}); break;
     }
   };
   if (value.scalar_type() == at::kBFloat16) with_dim(at::BFloat16{});
