@@ -205,8 +205,8 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
 template <bool FILL>
 __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
     const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts, const float* __restrict__ loc,
-    BinBuffers buf, int* __restrict__ bins, float* __restrict__ grad_loc, float* __restrict__ grad_attn,
-    TileDims d, int hist_size) {
+    BinBuffers buf, int* __restrict__ bins, int* __restrict__ offsets, float* __restrict__ grad_loc,
+    float* __restrict__ grad_attn, TileDims d, int hist_size) {
   extern __shared__ int hist_smem[];
   int* const hist = hist_smem;
   int* const base = hist_smem + hist_size;  // FILL: the block's first slot per tile
@@ -244,24 +244,28 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       rank = __popc(same & ((1u << lane) - 1));
       return i < per_level;
     };
-    // The block's own histogram needs nothing from the previous kernel: with a shared histogram it is
-    // built while that kernel drains (dependent launch), and only the global atomics wait.
-    if (!shared_hist) wait_for_previous_kernel();
+    // the block's slots per tile: offsets[block's row + tile] (COUNT writes, FILL reads; shared histogram only)
+    int* const block_offsets = offsets + (static_cast<int64_t>(nml) * gridDim.x + blockIdx.x) * hist_size;
+    if constexpr (!FILL) {
+      // The block's own histogram needs nothing from the previous kernel: with a shared histogram it is
+      // built while that kernel drains (dependent launch), and only the global atomics wait.
+      if (!shared_hist) wait_for_previous_kernel();
 #pragma unroll
-    for (int r = 0; r < kBinRounds; ++r) {
-      SampleTiles s;
-      int leader, size, rank;
-      const bool valid = decode(r, s, leader, size, rank);
+      for (int r = 0; r < kBinRounds; ++r) {
+        SampleTiles s;
+        int leader, size, rank;
+        const bool valid = decode(r, s, leader, size, rank);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {  // FILL without the shared histogram: slots claimed in pass 2
-        if (s.tile[k] < 0 || (k == 0 && lane != leader)) continue;
-        const int amount = k == 0 ? size : 1;
-        if (shared_hist) atomicAdd(hist + s.tile[k], amount);
-        else if (!FILL) atomicAdd(buf.sizes + bin0 + s.tile[k], amount);
-      }
-      if (!FILL && valid && !s.inside) {  // never binned: zero location / weight gradients
-        reinterpret_cast<float2*>(grad_loc)[s.e] = make_float2(0.f, 0.f);
-        grad_attn[s.e] = 0.f;
+        for (int k = 0; k < 4; ++k) {
+          if (s.tile[k] < 0 || (k == 0 && lane != leader)) continue;
+          const int amount = k == 0 ? size : 1;
+          if (shared_hist) atomicAdd(hist + s.tile[k], amount);
+          else atomicAdd(buf.sizes + bin0 + s.tile[k], amount);
+        }
+        if (valid && !s.inside) {  // never binned: zero location / weight gradients
+          reinterpret_cast<float2*>(grad_loc)[s.e] = make_float2(0.f, 0.f);
+          grad_attn[s.e] = 0.f;
+        }
       }
     }
     wait_for_previous_kernel();  // COUNT: the zeroed bookkeeping; FILL: the bin sizes (no-op when done)
@@ -272,24 +276,19 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
         const int k = k0 + threadIdx.x;
         int sum = 0;
         const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
-        if (k < tiles && shared_hist) base[k] = start;
+        // (a tile without samples of this block has no stored slot: base[] is never read for it)
+        if (k < tiles && shared_hist) base[k] = static_cast<int>(static_cast<unsigned>(start) + block_offsets[k]);
         if (k < tiles && store) buf.starts[bin0 + k] = start;
         carry += sum;
       }
     }
     __syncthreads();
-    for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
-      const int amount = hist[k];
-      if (amount == 0) continue;
-      if constexpr (FILL) {
-        base[k] += atomicAdd(buf.cursors + bin0 + k, amount);  // the block's slots
-        hist[k] = 0;  // from here on: slots handed out
-      } else {
-        atomicAdd(buf.sizes + bin0 + k, amount);
+    if constexpr (!FILL) {  // the block's share of each bin, and where it starts within the bin
+      for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
+        const int amount = hist[k];
+        if (amount > 0) block_offsets[k] = atomicAdd(buf.sizes + bin0 + k, amount);
       }
-    }
-    if constexpr (FILL) {
-      __syncthreads();
+    } else {  // hist[]: slots handed out per tile
 #pragma unroll
       for (int r = 0; r < kBinRounds; ++r) {
         SampleTiles s;
@@ -762,11 +761,14 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const dim3 bin_grid((per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads),
                       std::min<int64_t>(segments, 65535));
   const size_t hist_bytes = 2 * hist_size * sizeof(int);
+  // each count block's slot per tile (its rows: at most about the entries' size, as a block takes
+  // 1024 samples and a shared histogram at most 4096 tiles)
+  at::Tensor offsets = at::empty({std::max<int64_t>(segments * bin_grid.x * hist_size, 1)}, int_opts);
   if (samples > 0) {
     launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
-                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
+                 entries.data_ptr<int>(), offsets.data_ptr<int>(), glp, gap, dims, hist_size);
     launch_after(tile_bin_kernel<true>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
-                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
+                 entries.data_ptr<int>(), offsets.data_ptr<int>(), glp, gap, dims, hist_size);
   }
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
