@@ -10,13 +10,14 @@
 // 0. zero_ints: the bookkeeping (bin sizes, cursors, work counter) zeroed.
 // 1. tile_bin_kernel<false>: bin sizes. A block takes kBinRounds x kBinThreads (query, point) pairs of
 //    one (batch, head, level), adds them up per tile in a shared-memory histogram (the home tile once
-//    per warp and tile), and makes one global atomic per tile. Samples outside the window get their
-//    zero location and weight gradients here. Each (batch, head, level) owns a fixed region of the
-//    entry array (BinBuffers), so tile_bin_kernel<true> computes the bin starts of its own (batch,
-//    head, level) (an exclusive scan in each block: no separate scan kernel), claims a range of each
-//    bin per block and writes every sample's index. On sm_90 both are dependent launches: a block
-//    loads its locations and builds its shared histogram while the kernel before it drains, and waits
-//    for that kernel's results only before its global atomics.
+//    per warp and tile), and makes one global atomic per tile, whose result (where the block's share
+//    starts within the bin) it stores. Samples outside the window get their zero location and weight
+//    gradients here. Each (batch, head, level) owns a fixed region of the entry array (BinBuffers), so
+//    tile_bin_kernel<true> computes the bin starts of its own (batch, head, level) (an exclusive scan
+//    in each block: no separate scan kernel), adds the count block's stored shares and writes every
+//    sample's index. On sm_90 both are dependent launches: a block loads its locations (the count
+//    kernel also builds its shared histogram) while the kernel before it drains, and waits for that
+//    kernel's results only before its global atomics / reading the bin sizes.
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
@@ -29,8 +30,9 @@
 //    the location and weight gradients from the staged row and the shared value rows (all four corners
 //    read, the dot of a corner outside the map then set to zero). Then
 //    value_grad[tile rows] += coefficients (64 x 128) @ staged rows (128 x D): mma.m16n8k16 with fp32
-//    accumulators, one 16-row band per warp. After the last chunk every row of the tile is written
-//    once, in T.
+//    accumulators, one 16-row band per warp (levels dense in samples: split-K, two bands per warp and
+//    every other k-step, the halves summed per tile). After the last chunk every row of the tile is
+//    written once, in T.
 // No zero fill, no floating-point atomics, no fp32 copy of the value gradient. The coefficient's
 // rounding to T (2^-9 relative for bf16, 2^-11 for fp16) is of the order of the gradient's final
 // rounding to T; the summation order within a row follows the bin order (not deterministic: see
@@ -165,7 +167,7 @@ __device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x,
 // sample), so that a bin's start depends on its own segment's sizes only.
 struct BinBuffers {
   int* sizes;    // [bins] entries per bin (COUNT)
-  int* cursors;  // [bins] entries handed out per bin (FILL)
+  int* cursors;  // [bins] entries handed out per bin (FILL, levels without a shared histogram)
   int* starts;   // [bins] each bin's first entry (FILL)
   int* work;     // [1] the tile kernel's work counter
   static int64_t ints(int64_t bins) { return 3 * bins + 1; }
@@ -195,13 +197,15 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
   return before + inclusive - x;
 }
 
-// COUNT (FILL = false): sizes[bin] = entries in bin. FILL: first every block computes its segment's
+// COUNT (FILL = false): sizes[bin] = entries in bin; offsets[block, tile] = where the block's
+// entries start within the bin (the atomic's old value). FILL: every block computes its segment's
 // bin starts (an exclusive scan of the segment's sizes; block 0 of the segment also stores them in
-// starts[] for the tile kernel), then claims a range of each bin (cursors) and writes every sample's
-// index into bins[]. Grid: x = chunks of kBinRounds x kBinThreads (query, point) pairs,
-// y = (batch, head, level) segments (strided beyond gridDim.y). Dynamic shared memory: 2 x hist_size
-// ints; a level with more tiles than that takes global atomics instead (per warp and tile), and
-// its blocks read the bin starts back from starts[].
+// starts[] for the tile kernel), adds its offsets, and writes every sample's index into bins[] (slots
+// within the block's share handed out by shared atomics). Grid: x = chunks of kBinRounds x
+// kBinThreads (query, point) pairs, y = (batch, head, level) segments (strided beyond gridDim.y).
+// Dynamic shared memory: 2 x hist_size ints; a level with more tiles than that takes global atomics
+// instead (COUNT per warp and tile; FILL claims slots per sample through cursors[]), and its blocks
+// read the bin starts back from starts[].
 template <bool FILL>
 __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
     const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts, const float* __restrict__ loc,
