@@ -162,16 +162,18 @@ __device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x,
   return s;
 }
 
-// Bin bookkeeping in one zeroed int buffer (BinBuffers::ints entries). The entries of segment
+// Bin bookkeeping in one int buffer (BinBuffers::ints entries, the first BinBuffers::zeroed of them
+// zeroed: starts[] is written before it is read). The entries of segment
 // (batch, head, level) s lie in [s, s + 1) x 4 x queries x points of the entry array (at most 4 per
 // sample), so that a bin's start depends on its own segment's sizes only.
 struct BinBuffers {
   int* sizes;    // [bins] entries per bin (COUNT)
   int* cursors;  // [bins] entries handed out per bin (FILL, levels without a shared histogram)
-  int* starts;   // [bins] each bin's first entry (FILL)
   int* work;     // [1] the tile kernel's work counter
+  int* starts;   // [bins] each bin's first entry (FILL)
+  static int64_t zeroed(int64_t bins) { return 2 * bins + 1; }
   static int64_t ints(int64_t bins) { return 3 * bins + 1; }
-  BinBuffers(int* p, int64_t bins) : sizes(p), cursors(p + bins), starts(p + 2 * bins), work(p + 3 * bins) {}
+  BinBuffers(int* p, int64_t bins) : sizes(p), cursors(p + bins), work(p + 2 * bins), starts(p + 2 * bins + 1) {}
 };
 
 // Exclusive prefix sum of one int per thread over a block of kBinThreads; *total = the block's sum.
@@ -203,7 +205,7 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
 // starts[] for the tile kernel), adds its offsets, and writes every sample's index into bins[] (slots
 // within the block's share handed out by shared atomics). Grid: x = chunks of kBinRounds x
 // kBinThreads (query, point) pairs, y = (batch, head, level) segments (strided beyond gridDim.y).
-// Dynamic shared memory: 2 x hist_size ints; a level with more tiles than that takes global atomics
+// Dynamic shared memory: hist_size ints (FILL: 2 x); a level with more tiles than that takes global atomics
 // instead (COUNT per warp and tile; FILL claims slots per sample through cursors[]), and its blocks
 // read the bin starts back from starts[].
 template <bool FILL>
@@ -753,7 +755,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const int64_t segments = geo.n * geo.m * geo.levels;
   at::Tensor bookkeeping = at::empty({BinBuffers::ints(bins)}, int_opts);
   {
-    const int64_t ints = BinBuffers::ints(bins);
+    const int64_t ints = BinBuffers::zeroed(bins);
     zero_ints<<<static_cast<unsigned>(std::min<int64_t>((ints + 1023) / 1024, 65535)), 256, 0, stream>>>(
         bookkeeping.data_ptr<int>(), ints);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -764,14 +766,14 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const int64_t per_level = geo.lq * geo.points;
   const dim3 bin_grid((per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads),
                       std::min<int64_t>(segments, 65535));
-  const size_t hist_bytes = 2 * hist_size * sizeof(int);
+  const size_t hist_bytes = hist_size * sizeof(int);  // COUNT: hist[]; FILL: hist[] and base[]
   // each count block's slot per tile (its rows: at most about the entries' size, as a block takes
   // 1024 samples and a shared histogram at most 4096 tiles)
   at::Tensor offsets = at::empty({std::max<int64_t>(segments * bin_grid.x * hist_size, 1)}, int_opts);
   if (samples > 0) {
     launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
                  entries.data_ptr<int>(), offsets.data_ptr<int>(), glp, gap, dims, hist_size);
-    launch_after(tile_bin_kernel<true>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+    launch_after(tile_bin_kernel<true>, bin_grid, kBinThreads, 2 * hist_bytes, stream, dependent, shp, st, lp, buf,
                  entries.data_ptr<int>(), offsets.data_ptr<int>(), glp, gap, dims, hist_size);
   }
   int sms = 0;
