@@ -255,8 +255,9 @@ def test_fallback_warning_when_cuda_kernels_missing(monkeypatch):
 
 
 def test_profile_kernels_helpers():
-    """Kernel names as the profile table shows them; --only-level moves the other levels outside."""
-    from ms_deform_attn.profile_kernels import kernel_name, restrict_levels
+    """Kernel names as the profile table shows them; --only-level moves the other levels outside;
+    --timeline averages each kernel's start and end over the steps, from each step's first kernel."""
+    from ms_deform_attn.profile_kernels import kernel_name, restrict_levels, timeline
 
     assert kernel_name("void msda::(anonymous namespace)::tile_bin_kernel<true>(long const*, int)") == \
         "tile_bin_kernel<true>"
@@ -267,3 +268,8 @@ def test_profile_kernels_helpers():
     assert torch.equal(kept[:, :, :, 1], loc[:, :, :, 1])
     assert (kept[:, :, :, [0, 2, 3]] == -1).all()
     assert (restrict_levels(loc, -1) == -1).all()
+    kernels = [(100.0, 110.0, "fwd"), (111.0, 115.0, "bwd"), (200.0, 212.0, "fwd"), (214.0, 216.0, "bwd")]
+    assert timeline(kernels, 2) == [("fwd", 0.0, 11.0), ("bwd", 12.5, 15.5)]
+    assert timeline(kernels[:3], 2) == []  # steps of different lengths
+    swapped = kernels[:2] + [(200.0, 201.0, "bwd"), (202.0, 203.0, "fwd")]
+    assert timeline(swapped, 2) == []  # steps launching different sequences

@@ -80,6 +80,40 @@ def test_tiled_backward_on_a_level_of_more_than_4096_tiles(dtype, poisoned_memor
     assert_native_matches_oracle(Case(2, ((520, 530), (7, 9)), 3000, 2, 8, 2), dtype, 41)
 
 
+@pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_value_of_more_than_2_to_the_31_elements(dtype, deterministic, poisoned_memory):
+    """One (8192, 4096) level of one 64-channel head: S * M * D = 2^31 elements, so the kernels
+    address value with 64-bit offsets (the forward's 64-bit path; the tiled backward declines).
+    Every sample lies in the map's last 16 rows or below them; the fp64 oracle runs on those rows
+    (pixel coordinates equal in both: H is a power of two) and the rest of grad_value must be 0."""
+    height, width, keep, lq, points = 8192, 4096, 16, 64, 4
+    generator = torch.Generator(device="cuda").manual_seed(51)
+    value = torch.randn(1, height * width, 1, 64, device="cuda", dtype=dtype, generator=generator)
+    shapes = torch.tensor([[height, width]], device="cuda")
+    starts = torch.zeros(1, dtype=torch.int64, device="cuda")
+    # normalised within the last `keep` rows: y' in [1 / keep, 1.25] (top corners inside them)
+    local = torch.rand(1, lq, 1, 1, points, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(52))
+    local = local * torch.tensor([1.5, 1.25 - 1 / keep], dtype=torch.float64) + torch.tensor([-0.25, 1 / keep])
+    y = ((local[..., 1] * keep + (height - keep)) / height).float()
+    loc = torch.stack([local[..., 0].float(), y], -1)
+    loc_crop = torch.stack([loc[..., 0].double(), (y.double() * height - (height - keep)) / keep], -1)
+    weights = torch.rand(1, lq, 1, 1, points, generator=torch.Generator().manual_seed(53)) + 0.1
+    grad_out = torch.randn(1, lq, 64, device="cuda", generator=generator).to(dtype)
+    out, grad_value, grad_loc, grad_weights = run_native(value, shapes, starts, loc.cuda(), weights.cuda(),
+                                                         grad_out, deterministic)
+    first = (height - keep) * width
+    crop = value[:, first:]
+    ref = oracle(crop, torch.tensor([[keep, width]]), torch.zeros(1, dtype=torch.int64), loc_crop,
+                 weights.double(), grad_out)
+    ref_grad_loc = ref[2] * torch.tensor([1.0, height / keep], dtype=torch.float64)  # d y' / d y = H / keep
+    for name, x, want in zip(("out", "grad_value", "grad_loc", "grad_weights"),
+                             (out, grad_value[:, first:], grad_loc, grad_weights),
+                             (ref[0], ref[1], ref_grad_loc, ref[3])):
+        assert rel_err(x, want) < TOLERANCE[dtype], f"{name}: {rel_err(x, want)}"
+    assert int(grad_value[:, :first].count_nonzero()) == 0  # written (not NaN), and zero
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_misaligned_value_takes_the_scalar_path(dtype, poisoned_memory):
     case = CASES[2]

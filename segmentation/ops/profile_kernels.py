@@ -5,7 +5,9 @@ with the torch profiler and prints, per kernel name, the calls and microseconds 
 sum of kernel times and the span per step (first kernel start to last kernel end, the device sleep excluded / steps; the
 difference is the time between kernels). ``--only-level L`` moves every sample of the other levels
 outside the map (their tiles stay, empty), ``--only-level -1`` moves all of them (only the per-tile
-costs remain): the per-level cost of the backward.
+costs remain): the per-level cost of the backward. ``--timeline`` adds when each kernel of a step
+starts and ends (mean over the steps, from the step's first kernel start): with dependent launches
+a kernel's duration includes the time it waits for the kernel before it.
 
     python -m ms_deform_attn.profile_kernels --shape injector --dtype bf16 --mode fwd+bwd
     python -m ms_deform_attn.profile_kernels --shape injector --only-level 0
@@ -31,7 +33,7 @@ def kernel_name(raw: str) -> str:
     return f"{head}<{first}>" if first in ("true", "false") else head
 
 
-def profile(step, steps: int) -> tuple[dict[str, list[float]], float]:
+def profile(step, steps: int) -> tuple[dict[str, list[float]], float, list[tuple[str, float, float]]]:
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -42,7 +44,7 @@ def profile(step, steps: int) -> tuple[dict[str, list[float]], float]:
             step()
         torch.cuda.synchronize()
     per_kernel: dict[str, list[float]] = defaultdict(list)
-    first, last = float("inf"), 0.0
+    kernels = []
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CUDA or "spin_kernel" in event.name:
             continue
@@ -50,8 +52,27 @@ def profile(step, steps: int) -> tuple[dict[str, list[float]], float]:
         if end <= start:
             continue
         per_kernel[kernel_name(event.name)].append(end - start)
-        first, last = min(first, start), max(last, end)
-    return per_kernel, (last - first) / steps
+        kernels.append((start, end, kernel_name(event.name)))
+    kernels.sort()
+    span = (max(end for _, end, _ in kernels) - kernels[0][0]) / steps
+    return per_kernel, span, timeline(kernels, steps)
+
+
+def timeline(kernels: list[tuple[float, float, str]], steps: int) -> list[tuple[str, float, float]]:
+    """(name, start, end) of each kernel of a step, from the step's first kernel start, averaged
+    over the steps (kernels sorted by start; every step launches the same sequence)."""
+    per_step = len(kernels) // steps
+    if per_step * steps != len(kernels):
+        return []
+    rows = []
+    for k in range(per_step):
+        at = [kernels[i * per_step + k] for i in range(steps)]
+        if len({name for _, _, name in at}) != 1:
+            return []
+        origin = [kernels[i * per_step][0] for i in range(steps)]
+        rows.append((at[0][2], sum(s - o for (s, _, _), o in zip(at, origin)) / steps,
+                     sum(e - o for (_, e, _), o in zip(at, origin)) / steps))
+    return rows
 
 
 def restrict_levels(loc: torch.Tensor, level: int) -> torch.Tensor:
@@ -73,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-level", type=int, default=None,
                         help="keep the samples of this level only (-1: none inside the map)")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--timeline", action="store_true", help="also print when each kernel starts and ends")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA device")
@@ -81,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_level is not None:
         loc = restrict_levels(loc, args.only_level)
     step = make_step(args.backend, args.mode, (value, spatial, starts, loc, weights))
-    per_kernel, span = profile(step, args.steps)
+    per_kernel, span, rows = profile(step, args.steps)
     level = "" if args.only_level is None else f", only level {args.only_level}"
     lines = [f"{args.shape} {args.dtype} batch {args.batch} {args.mode} ({args.backend}{level}), us per step",
              "", "| kernel | calls | us |", "| --- | --- | --- |"]
@@ -90,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         total += sum(times) / args.steps
         lines.append(f"| {name} | {len(times) / args.steps:g} | {sum(times) / args.steps:.1f} |")
     lines += [f"| all kernels | | {total:.1f} |", f"| span (kernels + gaps) | | {span:.1f} |"]
+    if args.timeline:
+        lines += ["", "timeline of a step (us from its first kernel start):", "",
+                  "| # | kernel | starts | ends |", "| --- | --- | --- | --- |"]
+        lines += [f"| {k} | {name} | {start:.1f} | {end:.1f} |" for k, (name, start, end) in enumerate(rows)]
+        if not rows:
+            lines.append("| | (steps launch different kernel sequences) | | |")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

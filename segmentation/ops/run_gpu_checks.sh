@@ -56,7 +56,7 @@ python -m ms_deform_attn.benchmark --device cpu --scale 2 --dtypes fp32 --batche
   --out "$out/benchmark_cpu.md" > /dev/null 2>&1
 
 { for shape in injector extractor; do for dtype in bf16 fp32; do
-    python -m ms_deform_attn.profile_kernels --shape $shape --dtype $dtype; echo; done; done
+    python -m ms_deform_attn.profile_kernels --shape $shape --dtype $dtype --timeline; echo; done; done
   for level in 0 1 2 -1; do python -m ms_deform_attn.profile_kernels --shape injector --only-level $level; echo; done
 } 2>/dev/null > "$out/profile.txt"
 
