@@ -39,8 +39,13 @@ constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
 #ifndef MSDA_FWD_MIN_BLOCKS  // the forward's compile-time kernels of more than one level (the injector's 3)
 #define MSDA_FWD_MIN_BLOCKS 8
 #endif
+#ifndef MSDA_FWD_MIN_BLOCKS_L1  // the forward's one-level kernels (the extractor's): 32 registers, full occupancy
+#define MSDA_FWD_MIN_BLOCKS_L1 16
+#endif
 constexpr int min_blocks(int levels) { return levels == 1 ? MSDA_MIN_BLOCKS_L1 : kMinBlocks; }
-constexpr int forward_min_blocks(int levels) { return levels > 1 ? MSDA_FWD_MIN_BLOCKS : min_blocks(levels); }
+constexpr int forward_min_blocks(int levels) {
+  return levels > 1 ? MSDA_FWD_MIN_BLOCKS : levels == 1 ? MSDA_FWD_MIN_BLOCKS_L1 : kMinBlocks;
+}
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
