@@ -53,6 +53,8 @@ def profile(step, steps: int) -> tuple[dict[str, list[float]], float, list[tuple
             continue
         per_kernel[kernel_name(event.name)].append(end - start)
         kernels.append((start, end, kernel_name(event.name)))
+    if not kernels:
+        return per_kernel, 0.0, []
     kernels.sort()
     span = (max(end for _, end, _ in kernels) - kernels[0][0]) / steps
     return per_kernel, span, timeline(kernels, steps)
