@@ -10,8 +10,8 @@ import torch
 
 import ms_deform_attn as msda
 from ms_deform_attn import extension
-from ops_cases import (CASES, WIDE_CASES, Case, adapter_msdeformattn, level_tensors, make_inputs, oracle, rel_err,
-                       pixel_locations)
+from ops_cases import (CASES, WIDE_CASES, Case, adapter_msdeformattn, border_locations, level_tensors, make_inputs,
+                       oracle, pixel_locations, rel_err)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -78,6 +78,25 @@ def test_kernels_on_wide_maps(case, dtype, poisoned_memory):
 def test_tiled_backward_on_a_level_of_more_than_4096_tiles(dtype, poisoned_memory):
     """65 x 67 tiles of 8 x 8 on one level: binned with global instead of shared-memory histograms."""
     assert_native_matches_oracle(Case(2, ((520, 530), (7, 9)), 3000, 2, 8, 2), dtype, 41)
+
+
+def crowded_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
+    """Like border_locations, but every sample of batch 0, head 0, level 0 lies in pixel rows and
+    columns [7.5, 16.5): the 8 x 8 tile (1, 1) and the edges of its neighbours take them all."""
+    loc = border_locations(case, generator)
+    height, width = case.levels[0]
+    pixels = torch.rand(loc[0, :, 0, 0].shape, generator=generator, dtype=torch.float64) * 9 + 7.5
+    loc[0, :, 0, 0] = (pixels + 0.5) / torch.tensor([width, height], dtype=torch.float64)
+    return loc
+
+
+@pytest.mark.parametrize("case", [Case(2, ((40, 48), (12, 20)), 200, 2, 32, 4), Case(1, ((530, 520),), 3000, 2, 8, 2)],
+                         ids=["shared_histogram", "over_4096_tiles"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_tiled_backward_with_a_crowded_tile(case, dtype, poisoned_memory):
+    """More samples in one tile than its bin's fixed share of the entry array (4 x queries x points /
+    tiles): the tiled backward bins that (batch, head, level) again with scanned bin starts."""
+    assert_native_matches_oracle(case, dtype, 43, locations=crowded_locations)
 
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["default", "deterministic"])

@@ -7,23 +7,25 @@
 // 8 x 8 tiles of value rows; a sample's home is the tile of (max(y0, 0), max(x0, 0)); when its other
 // corners reach into the next tile row / column it is also binned there (a "dup").
 //
-// 0. zero_ints: the bookkeeping (bin sizes, cursors, work counter) zeroed.
-// 1. tile_bin_kernel<false>: bin sizes. A block takes kBinRounds x kBinThreads (query, point) pairs of
-//    one (batch, head, level), adds them up per tile in a shared-memory histogram (the home tile once
-//    per warp and tile), and makes one global atomic per tile, whose result (where the block's share
-//    starts within the bin) it stores. Samples outside the window get their zero location and weight
-//    gradients here. Each (batch, head, level) owns a fixed region of the entry array (BinBuffers), so
-//    tile_bin_kernel<true> computes the bin starts of its own (batch, head, level) (an exclusive scan
-//    in each block: no separate scan kernel), adds the count block's stored shares and writes every
-//    sample's index. On sm_90 both are dependent launches: a block loads its locations (the count
-//    kernel also builds its shared histogram) while the kernel before it drains, and waits for that
-//    kernel's results only before its global atomics / reading the bin sizes.
+// 0. zero_ints: the bookkeeping (bin sizes, cursors, work counter, overflow flags) zeroed.
+// 1. tile_bin_kernel<false>, one pass: a block takes kBinRounds x kBinThreads (query, point) pairs of
+//    one (batch, head, level), counts them per tile in a shared-memory histogram (the home tile once
+//    per warp and tile), whose atomics give each entry its slot within the block's share; one global
+//    atomic per tile claims the share within the bin, and every sample's index is written at its
+//    bin's fixed start: each (batch, head, level) owns a fixed region of the entry array (4 entries
+//    per sample at most) cut into equal bins (BinBuffers), 3.2 x the average bin for the model's
+//    shapes. Samples outside the window get their zero location and weight gradients here. A bin that
+//    outgrows its share flags its (batch, head, level), and tile_bin_kernel<true> bins the flagged
+//    ones again at bin starts from an exclusive scan of their sizes (it returns at once when no flag is
+//    set). On sm_90 all four kernels are dependent launches: a block starts while the kernel before it
+//    drains (the one-pass kernel loads its locations and builds its histogram then) and waits for that
+//    kernel before touching memory that kernel writes (or, for the zeroing, may still read).
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
 //    chunk (double buffer). The bin is read in chunks of 128 samples, one per thread, loaded a chunk
 //    ahead (Fetched; the next tile's first chunk during the current tile's last; the first tile's value
-//    rows while the fill kernel drains): the warps stage
+//    rows while the binning drains): the warps stage
 //    their samples' grad_out rows (adjacent lanes read a row: 64-byte requests) in a swizzled area;
 //    each thread writes its sample's (at most 4) coefficients, attention weight x bilinear weight,
 //    into its column of a 64-row coefficient matrix (rounded to T), and, for a home sample, computes
@@ -54,6 +56,7 @@ constexpr int kBinThreads = 256;
 #define MSDA_BIN_ROUNDS 4
 #endif
 constexpr int kBinRounds = MSDA_BIN_ROUNDS;
+static_assert(kBinRounds * kBinThreads <= 1 << 16, "tile_bin_kernel keeps a block's slots in 16 bits");
 constexpr int kMaxHist = 4096;                    // tiles per level counted in shared memory
 constexpr int kLog2Side = 3, kSide = 8;           // tiles of 8 x 8 value rows
 constexpr int kRows = kSide * kSide;
@@ -61,6 +64,9 @@ constexpr int kHaloX = kSide + 1, kHaloRows = kHaloX * kHaloX;  // the tile's ro
 constexpr int kTileThreads = 128;                 // 4 warps: one 16-row band of the tile each
 constexpr int kChunk = kTileThreads;              // samples per chunk, one per thread
 constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 bytes of padding)
+#ifndef MSDA_BIN_MIN_BLOCKS  // register cap of the binning kernels (6 blocks per SM: 40 registers); docs/ops.md
+#define MSDA_BIN_MIN_BLOCKS 6
+#endif
 #ifndef MSDA_TILE_MIN_BLOCKS  // register cap: 4 blocks per SM (128 registers; ptxas takes ~106); docs/ops.md
 #define MSDA_TILE_MIN_BLOCKS 4
 #endif
@@ -90,6 +96,7 @@ __device__ __forceinline__ void start_next_kernel() {
 // for this one before its first atomic).
 __global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n) {
   start_next_kernel();
+  wait_for_previous_kernel();  // (launched as a dependent: the kernel before, which may use this memory)
   for (int64_t i = (static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x) * 4; i < n; i += static_cast<int64_t>(gridDim.x) * 1024) {
     if (i + 4 <= n && (reinterpret_cast<uintptr_t>(p + i) & 15) == 0) {
       *reinterpret_cast<int4*>(p + i) = make_int4(0, 0, 0, 0);
@@ -163,17 +170,23 @@ __device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x,
 }
 
 // Bin bookkeeping in one int buffer (BinBuffers::ints entries, the first BinBuffers::zeroed of them
-// zeroed: starts[] is written before it is read). The entries of segment
-// (batch, head, level) s lie in [s, s + 1) x 4 x queries x points of the entry array (at most 4 per
-// sample), so that a bin's start depends on its own segment's sizes only.
+// zeroed: starts[] is written before it is read). The entries of segment (batch, head, level) s lie
+// in [s, s + 1) x region of the entry array, region = 4 x queries x points (at most 4 entries per
+// sample): bin k of a level of T tiles holds its entries at s x region + k x (region / T) unless the
+// segment overflowed (a bin with more than region / T entries), in which case the whole segment is
+// binned again with bin starts from an exclusive scan of its sizes.
 struct BinBuffers {
-  int* sizes;    // [bins] entries per bin (COUNT)
-  int* cursors;  // [bins] entries handed out per bin (FILL, levels without a shared histogram)
-  int* work;     // [1] the tile kernel's work counter
-  int* starts;   // [bins] each bin's first entry (FILL)
-  static int64_t zeroed(int64_t bins) { return 2 * bins + 1; }
-  static int64_t ints(int64_t bins) { return 3 * bins + 1; }
-  BinBuffers(int* p, int64_t bins) : sizes(p), cursors(p + bins), work(p + 2 * bins), starts(p + 2 * bins + 1) {}
+  int* sizes;     // [bins] entries per bin
+  int* cursors;   // [bins] entries handed out per bin (REFILL)
+  int* work;      // [1] the tile kernel's work counter
+  int* any;       // [1] nonzero: some segment overflowed
+  int* overflow;  // [segments] nonzero: the segment is binned again (REFILL)
+  int* starts;    // [bins] each bin's first entry
+  static int64_t zeroed(int64_t bins, int64_t segments) { return 2 * bins + 2 + segments; }
+  static int64_t ints(int64_t bins, int64_t segments) { return 3 * bins + 2 + segments; }
+  BinBuffers(int* p, int64_t bins, int64_t segments)
+      : sizes(p), cursors(p + bins), work(p + 2 * bins), any(p + 2 * bins + 1), overflow(p + 2 * bins + 2),
+        starts(p + 2 * bins + 2 + segments) {}
 };
 
 // Exclusive prefix sum of one int per thread over a block of kBinThreads; *total = the block's sum.
@@ -199,35 +212,43 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
   return before + inclusive - x;
 }
 
-// COUNT (FILL = false): sizes[bin] = entries in bin; offsets[block, tile] = where the block's
-// entries start within the bin (the atomic's old value). FILL: every block computes its segment's
-// bin starts (an exclusive scan of the segment's sizes; block 0 of the segment also stores them in
-// starts[] for the tile kernel), adds its offsets, and writes every sample's index into bins[] (slots
-// within the block's share handed out by shared atomics). Grid: x = chunks of kBinRounds x
-// kBinThreads (query, point) pairs, y = (batch, head, level) segments (strided beyond gridDim.y).
-// Dynamic shared memory: hist_size ints (FILL: 2 x); a level with more tiles than that takes global atomics
-// instead (COUNT per warp and tile; FILL claims slots per sample through cursors[]), and its blocks
-// read the bin starts back from starts[].
-template <bool FILL>
-__global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
+// One pass (REFILL = false): a block counts its samples per tile in a shared-memory histogram (the
+// home tile once per warp and tile), whose atomics hand out each entry's slot within the block's
+// share of the bin; then it claims its share with one global atomic per tile (sizes[bin]: the old
+// value is where the share starts within the bin) and writes every sample's index at the bin's
+// fixed start (BinBuffers) + its slot; a slot beyond the bin's capacity is not written but flags the
+// segment. REFILL: every flagged segment binned again at bin starts from an exclusive scan of its
+// sizes (every block scans them; block 0 stores them in starts[] for the tile kernel), slots handed
+// out by global atomics on cursors[]. Grid: x = chunks of kBinRounds x kBinThreads (query, point)
+// pairs, y = (batch, head, level) segments (strided beyond gridDim.y). Dynamic shared memory:
+// hist_size ints; a level with more tiles than that takes global atomics (per warp and tile) instead
+// of the shared histogram.
+template <bool REFILL>
+__global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_kernel(
     const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts, const float* __restrict__ loc,
-    BinBuffers buf, int* __restrict__ bins, int* __restrict__ offsets, float* __restrict__ grad_loc,
-    float* __restrict__ grad_attn, TileDims d, int hist_size) {
-  extern __shared__ int hist_smem[];
-  int* const hist = hist_smem;
-  int* const base = hist_smem + hist_size;  // FILL: the block's first slot per tile
+    BinBuffers buf, int* __restrict__ bins, float* __restrict__ grad_loc, float* __restrict__ grad_attn, TileDims d,
+    int hist_size) {
+  extern __shared__ int hist[];  // per tile: the block's entries, then its share's start (REFILL: the bin's)
   __shared__ TileTable tt;
   __shared__ int scratch[kBinThreads / 32];
   start_next_kernel();
+  if constexpr (REFILL) {
+    wait_for_previous_kernel();  // the flags and sizes
+    if (*buf.any == 0) return;
+  }
   build_tiles(tt, shapes, starts, d);
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
+  const int region = 4 * per_level;
   for (int nml = blockIdx.y; nml < d.n * d.m * d.levels; nml += gridDim.y) {
+    if (REFILL && buf.overflow[nml] == 0) continue;
     const int nm = nml / d.levels, l = nml - nm * d.levels;
     const int n = nm / d.m, m = nm - n * d.m;
     const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
     const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
-    const bool shared_hist = tiles <= hist_size;
+    const int capacity = tiles > 0 ? region / tiles : 0;                // entries per bin at fixed starts
+    int* const segment_bins = bins + static_cast<int64_t>(nml) * region;
+    const bool shared_hist = !REFILL && tiles <= hist_size;
     // all locations of the block's samples first (their loads in flight together)
     float2 xy[kBinRounds];
     int e[kBinRounds];
@@ -238,84 +259,98 @@ __global__ void __launch_bounds__(kBinThreads) tile_bin_kernel(
       e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
       xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
     }
-    for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) hist[k] = 0;
-    __syncthreads();
-    // round r's sample, its tiles, and the lanes of the warp that share its home tile
-    const auto decode = [&](int r, SampleTiles& s, int& leader, int& size, int& rank) {
+    const auto tiles_of = [&](int r) {
       const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
-      s = sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
-      const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
-      leader = __ffs(same) - 1;
-      size = __popc(same);
-      rank = __popc(same & ((1u << lane) - 1));
-      return i < per_level;
+      return sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
     };
-    // the block's slots per tile: offsets[block's row + tile] (COUNT writes, FILL reads; shared histogram only)
-    int* const block_offsets = offsets + (static_cast<int64_t>(nml) * gridDim.x + blockIdx.x) * hist_size;
-    if constexpr (!FILL) {
-      // The block's own histogram needs nothing from the previous kernel: with a shared histogram it is
-      // built while that kernel drains (dependent launch), and only the global atomics wait.
-      if (!shared_hist) wait_for_previous_kernel();
+    // claims a slot for each entry of round r's sample from counters[tile] (the home tile once per
+    // warp and tile, lanes of one home ranked among themselves; the others one by one) and calls
+    // use(k, tile, slot) for entry k
+    const auto claim = [&](int r, int* counters, auto&& use) {
+      const SampleTiles s = tiles_of(r);
+      const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
+      const int leader = __ffs(same) - 1;
+      int first = 0;
+      if (s.tile[0] >= 0 && lane == leader) first = atomicAdd(counters + s.tile[0], __popc(same));
+      first = __shfl_sync(0xffffffffu, first, leader) + __popc(same & ((1u << lane) - 1));
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (s.tile[k] >= 0) use(k, s.tile[k], k == 0 ? first : atomicAdd(counters + s.tile[k], 1));
+      }
+      return s;
+    };
+    // one pass: writes entry e of tile's bin at its fixed start + slot, or flags the segment
+    const auto put = [&](int tile, int slot, int e) {
+      if (slot < capacity) segment_bins[tile * capacity + slot] = e;
+      else buf.overflow[nml] = *buf.any = 1;
+    };
+    if constexpr (!REFILL) {
+      // with a shared histogram the block counts while the kernel before drains (dependent launch);
+      // the global atomics wait for the zeroed bookkeeping
+      if (shared_hist) {
+        for (int k = threadIdx.x; k < tiles; k += kBinThreads) hist[k] = 0;
+        __syncthreads();
+      } else {
+        wait_for_previous_kernel();
+      }
+      // shared histogram: entry k's slot within the block's share (a sample enters a bin once: below
+      // kBinRounds x kBinThreads) in 16 bits of slots[r][k / 2], written once the share's start is
+      // known; global atomics: the slot within the bin, written at once
+      unsigned slots[kBinRounds][2] = {};
+      unsigned outside = 0;  // rounds whose sample lies outside the window (never binned)
 #pragma unroll
       for (int r = 0; r < kBinRounds; ++r) {
-        SampleTiles s;
-        int leader, size, rank;
-        const bool valid = decode(r, s, leader, size, rank);
+        const SampleTiles s = claim(r, shared_hist ? hist : buf.sizes + bin0, [&](int k, int tile, int slot) {
+          if (shared_hist) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
+          else put(tile, slot, e[r]);
+        });
+        const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
+        outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
+      }
+      // (outputs are written only after the wait: their memory may be a buffer that a kernel before
+      // this one's predecessor read, freed in stream order)
+      wait_for_previous_kernel();  // (no-op when done)
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          if (s.tile[k] < 0 || (k == 0 && lane != leader)) continue;
-          const int amount = k == 0 ? size : 1;
-          if (shared_hist) atomicAdd(hist + s.tile[k], amount);
-          else atomicAdd(buf.sizes + bin0 + s.tile[k], amount);
-        }
-        if (valid && !s.inside) {  // never binned: zero location / weight gradients
-          reinterpret_cast<float2*>(grad_loc)[s.e] = make_float2(0.f, 0.f);
-          grad_attn[s.e] = 0.f;
+      for (int r = 0; r < kBinRounds; ++r) {
+        if (outside >> r & 1) {  // never binned: zero location / weight gradients
+          reinterpret_cast<float2*>(grad_loc)[e[r]] = make_float2(0.f, 0.f);
+          grad_attn[e[r]] = 0.f;
         }
       }
-    }
-    wait_for_previous_kernel();  // COUNT: the zeroed bookkeeping; FILL: the bin sizes (no-op when done)
-    if constexpr (FILL) {  // the segment's bin starts
-      int carry = nml * 4 * per_level;
-      const bool store = blockIdx.x == 0 || !shared_hist;
+      __syncthreads();
+      for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
+        const int amount = hist[k];
+        if (amount > 0) hist[k] = atomicAdd(buf.sizes + bin0 + k, amount);
+      }
+      for (int k = threadIdx.x; k < tiles && blockIdx.x == 0; k += kBinThreads) {
+        buf.starts[bin0 + k] = nml * region + k * capacity;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int r = 0; r < kBinRounds && shared_hist; ++r) {
+        const SampleTiles s = tiles_of(r);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          if (s.tile[k] >= 0) put(s.tile[k], hist[s.tile[k]] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), s.e);
+        }
+      }
+    } else {
+      int carry = nml * region;  // the segment's bin starts
       for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
         const int k = k0 + threadIdx.x;
         int sum = 0;
         const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
-        // (a tile without samples of this block has no stored slot: base[] is never read for it)
-        if (k < tiles && shared_hist) base[k] = static_cast<int>(static_cast<unsigned>(start) + block_offsets[k]);
-        if (k < tiles && store) buf.starts[bin0 + k] = start;
+        if (k < tiles && k < hist_size) hist[k] = start;
+        if (k < tiles && (blockIdx.x == 0 || k >= hist_size)) buf.starts[bin0 + k] = start;  // (equal values)
         carry += sum;
       }
-    }
-    __syncthreads();
-    if constexpr (!FILL) {  // the block's share of each bin, and where it starts within the bin
-      for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
-        const int amount = hist[k];
-        if (amount > 0) block_offsets[k] = atomicAdd(buf.sizes + bin0 + k, amount);
-      }
-    } else {  // hist[]: slots handed out per tile
+      __syncthreads();
 #pragma unroll
       for (int r = 0; r < kBinRounds; ++r) {
-        SampleTiles s;
-        int leader, size, rank;
-        decode(r, s, leader, size, rank);
-        int first = 0;
-        if (s.tile[0] >= 0 && lane == leader) {
-          first = shared_hist ? base[s.tile[0]] + atomicAdd(hist + s.tile[0], size)
-                              : buf.starts[bin0 + s.tile[0]] + atomicAdd(buf.cursors + bin0 + s.tile[0], size);
-        }
-        first = __shfl_sync(0xffffffffu, first, leader) + rank;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          if (s.tile[k] < 0) continue;
-          int at = first;
-          if (k > 0) {
-            at = shared_hist ? base[s.tile[k]] + atomicAdd(hist + s.tile[k], 1)
-                             : buf.starts[bin0 + s.tile[k]] + atomicAdd(buf.cursors + bin0 + s.tile[k], 1);
-          }
-          bins[at] = s.e;
-        }
+        claim(r, buf.cursors + bin0, [&](int, int tile, int slot) {
+          // the bin's start from the block's own scan (beyond hist_size tiles: its writes to starts[])
+          bins[(tile < hist_size ? hist[tile] : buf.starts[bin0 + tile]) + slot] = e[r];
+        });
       }
     }
     __syncthreads();  // the histogram is reset for the next (batch, head, level)
@@ -753,31 +788,30 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const bool dependent = capability_major(value) >= 9;  // programmatic dependent launches
   const auto int_opts = value.options().dtype(at::kInt);
   const int64_t segments = geo.n * geo.m * geo.levels;
-  at::Tensor bookkeeping = at::empty({BinBuffers::ints(bins)}, int_opts);
+  at::Tensor bookkeeping = at::empty({BinBuffers::ints(bins, segments)}, int_opts);
   {
-    const int64_t ints = BinBuffers::zeroed(bins);
-    zero_ints<<<static_cast<unsigned>(std::min<int64_t>((ints + 1023) / 1024, 65535)), 256, 0, stream>>>(
-        bookkeeping.data_ptr<int>(), ints);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t ints = BinBuffers::zeroed(bins, segments);
+    launch_after(zero_ints, static_cast<unsigned>(std::min<int64_t>((ints + 1023) / 1024, 65535)), 256, 0, stream,
+                 dependent, bookkeeping.data_ptr<int>(), ints);
   }
-  const BinBuffers buf(bookkeeping.data_ptr<int>(), bins);
+  const BinBuffers buf(bookkeeping.data_ptr<int>(), bins, segments);
   at::Tensor entries = at::empty({std::max<int64_t>(samples * 4, 1)}, int_opts);  // home + at most 3 dups
   const int hist_size = static_cast<int>(std::min<int64_t>(kMaxHist, geo.s / 8 + geo.levels));
   const int64_t per_level = geo.lq * geo.points;
   const dim3 bin_grid((per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads),
                       std::min<int64_t>(segments, 65535));
-  const size_t hist_bytes = hist_size * sizeof(int);  // COUNT: hist[]; FILL: hist[] and base[]
-  // each count block's slot per tile (its rows: at most about the entries' size, as a block takes
-  // 1024 samples and a shared histogram at most 4096 tiles)
-  at::Tensor offsets = at::empty({std::max<int64_t>(segments * bin_grid.x * hist_size, 1)}, int_opts);
-  if (samples > 0) {
-    launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
-                 entries.data_ptr<int>(), offsets.data_ptr<int>(), glp, gap, dims, hist_size);
-    launch_after(tile_bin_kernel<true>, bin_grid, kBinThreads, 2 * hist_bytes, stream, dependent, shp, st, lp, buf,
-                 entries.data_ptr<int>(), offsets.data_ptr<int>(), glp, gap, dims, hist_size);
-  }
+  const size_t hist_bytes = hist_size * sizeof(int);
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
+  if (samples > 0) {
+    launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
+    // rebinning flagged segments only (none unless a bin outgrew its fixed capacity): a small grid
+    // that strides over the segments, so that it does not hold back the tile kernel's start
+    const dim3 refill_grid(bin_grid.x, std::min<int64_t>(bin_grid.y, std::max<int64_t>(1, sms / bin_grid.x)));
+    launch_after(tile_bin_kernel<true>, refill_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
+  }
   // split-K where a tile's bin spans several chunks on average (head dims up to 32: 2 x D / 2 fp32
   // accumulators per thread)
   const bool dense = geo.lq * geo.levels * geo.points >= MSDA_SPLIT_DENSITY * geo.s;
