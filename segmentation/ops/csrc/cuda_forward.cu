@@ -9,7 +9,7 @@ namespace msda {
 namespace {
 
 // Shared-memory slot table: a group of G lanes keeps one slot per sample of its current chunk
-// (max(G, kBatch) samples); lane k computes the slots k, k + G, ... and every lane of the group reads
+// (fwd_chunk); lane k computes the slots k, k + G, ... and every lane of the group reads
 // them back. A slot is the four corner rows (-1 = zero) and their weights (attention weight x
 // bilinear weight), in two arrays indexed [warp][slot][group within the warp], so that the warp's
 // groups read their slot i from consecutive 16-byte entries (with one contiguous table per group,
@@ -18,14 +18,25 @@ template <typename A> struct alignas(16) CornerWeights {
   A w[4];
 };
 
-template <typename A> struct SlotTable {
-  int4 rows[kThreads * kBatch];
-  CornerWeights<A> weights[kThreads * kBatch];
+template <typename A, int SLOTS> struct SlotTable {
+  int4 rows[SLOTS];
+  CornerWeights<A> weights[SLOTS];
 };
 
 // Index of slot i of the calling lane's group (chunk slots per group).
 __device__ __forceinline__ int slot_index(int log2g, int chunk, int i) {
   return ((static_cast<int>(threadIdx.x >> 5) * chunk + i) << (5 - log2g)) + static_cast<int>((threadIdx.x & 31) >> log2g);
+}
+
+// Samples per chunk of a group: at least one per lane and kBatch; with compile-time shapes all of a
+// group's samples (one table fill, their location loads in flight together).
+__host__ __device__ constexpr int fwd_chunk(int log2g, int samples) {
+  return (1 << log2g) > kBatch ? ((1 << log2g) > samples ? 1 << log2g : samples) : (kBatch > samples ? kBatch : samples);
+}
+// Slots of a block's table: compile-time shapes exactly their chunk per group, the run-time variant
+// the largest chunk of any group size.
+__host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g) {
+  return levels > 0 && log2g >= 0 ? (kThreads >> log2g) * fwd_chunk(log2g, levels * points) : kThreads * kBatch;
 }
 
 // LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
@@ -40,7 +51,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   using A = acc_t<T>;
   constexpr int V = kVec<T>;
   __shared__ LevelTable lv;
-  __shared__ SlotTable<A> table;
+  __shared__ SlotTable<A, fwd_slots(LEVELS, POINTS, LOG2G)> table;
   load_levels(lv, shapes, starts, dims.levels);
   const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
   const int points = POINTS > 0 ? POINTS : dims.points;
@@ -62,7 +73,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
   const A* lg = loc + mem_group * samples * 2;
   const A* ag = attn + mem_group * samples;
-  const int chunk = max(G, kBatch);
+  const int chunk = LEVELS > 0 && LOG2G >= 0 ? fwd_chunk(LOG2G, LEVELS * POINTS) : max(G, kBatch);
 
   A acc[V];
 #pragma unroll
