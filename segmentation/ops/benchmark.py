@@ -54,9 +54,11 @@ def model_shapes(scale: int) -> list[Shape]:
             Shape("extractor", ((b, b),), (a, b, c))]
 
 
-def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, device: str, seed: int):
+def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, device: str, seed: int, crowd: float = 0.0):
     """Random value (N, S, M, D) in ``dtype``; fp32 locations spread like the trained model's
-    (reference point + offsets of a few pixels, some outside [0, 1]); softmax weights in fp32."""
+    (reference point + offsets of a few pixels, some outside [0, 1]); softmax weights in fp32.
+    ``crowd``: this fraction of the samples moved to within a few pixels of each map's centre (a
+    concentration of attention that overfills the backward's fixed bins)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     spatial = torch.tensor(shape.levels, dtype=torch.int64, device=device)
     sizes = spatial[:, 0] * spatial[:, 1]
@@ -75,6 +77,10 @@ def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, device: str, seed:
     loc = (ref + offsets / wh).contiguous()
     logits = torch.randn(batch, shape.queries, shape.heads, num_levels * shape.points, device=device, generator=gen)
     weights = logits.softmax(-1).view(batch, shape.queries, shape.heads, num_levels, shape.points)
+    if crowd > 0:
+        moved = torch.rand(loc.shape[:-1], device=device, generator=gen) < crowd
+        centre = 0.5 + torch.randn(loc.shape, device=device, generator=gen) * 2.0 / wh
+        loc = torch.where(moved.unsqueeze(-1), centre, loc).contiguous()
     return value, spatial, starts, loc, weights
 
 
@@ -163,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--inner", type=int, default=10)
     parser.add_argument("--rotate", type=int, default=4, help="input sets cycled in the 'rotated' timing")
+    parser.add_argument("--crowd", type=float, default=0.0,
+                        help="fraction of the samples moved near each map's centre (make_inputs)")
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args(argv)
 
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             for dtype_name in args.dtypes:
                 dtype = DTYPES[dtype_name]
-                sets = [make_inputs(shape, batch, dtype, args.device, seed) for seed in range(args.rotate)]
+                sets = [make_inputs(shape, batch, dtype, args.device, seed, args.crowd) for seed in range(args.rotate)]
                 for mode in args.modes:
                     ref_ms = None
                     for backend in sorted(args.backends, key=lambda b: b != "reference"):

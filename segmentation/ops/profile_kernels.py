@@ -95,13 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="native")
     parser.add_argument("--only-level", type=int, default=None,
                         help="keep the samples of this level only (-1: none inside the map)")
+    parser.add_argument("--crowd", type=float, default=0.0,
+                        help="fraction of the samples moved near each map's centre (benchmark.make_inputs)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--timeline", action="store_true", help="also print when each kernel starts and ends")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA device")
     shape = next(s for s in model_shapes(1) if s.name == args.shape)
-    value, spatial, starts, loc, weights = make_inputs(shape, args.batch, DTYPES[args.dtype], "cuda", seed=0)
+    value, spatial, starts, loc, weights = make_inputs(shape, args.batch, DTYPES[args.dtype], "cuda", seed=0,
+                                                   crowd=args.crowd)
     if args.only_level is not None:
         loc = restrict_levels(loc, args.only_level)
     step = make_step(args.backend, args.mode, (value, spatial, starts, loc, weights))

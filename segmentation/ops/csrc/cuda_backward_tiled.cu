@@ -67,6 +67,9 @@ constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 b
 #ifndef MSDA_BIN_MIN_BLOCKS  // register cap of the binning kernels (6 blocks per SM: 40 registers); docs/ops.md
 #define MSDA_BIN_MIN_BLOCKS 6
 #endif
+#ifndef MSDA_REFILL_PER_SM  // blocks per SM of the rebinning kernel (docs/ops.md)
+#define MSDA_REFILL_PER_SM 1
+#endif
 #ifndef MSDA_TILE_MIN_BLOCKS  // register cap: 4 blocks per SM (128 registers; ptxas takes ~106); docs/ops.md
 #define MSDA_TILE_MIN_BLOCKS 4
 #endif
@@ -217,20 +220,22 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
 // share of the bin; then it claims its share with one global atomic per tile (sizes[bin]: the old
 // value is where the share starts within the bin) and writes every sample's index at the bin's
 // fixed start (BinBuffers) + its slot; a slot beyond the bin's capacity is not written but flags the
-// segment. REFILL: every flagged segment binned again at bin starts from an exclusive scan of its
-// sizes (every block scans them; block 0 stores them in starts[] for the tile kernel), slots handed
-// out by global atomics on cursors[]. Grid: x = chunks of kBinRounds x kBinThreads (query, point)
-// pairs, y = (batch, head, level) segments (strided beyond gridDim.y). Dynamic shared memory:
-// hist_size ints; a level with more tiles than that takes global atomics (per warp and tile) instead
-// of the shared histogram.
+// segment. REFILL: the flagged segments binned again the same way, at bin starts from an exclusive
+// scan of their sizes (starts[], also read by the tile kernel) and shares claimed on cursors[]. Work items: (batch, head, level) segment x chunk of kBinRounds x kBinThreads (query,
+// point) pairs; one pass: block (x, y) takes chunk x of segments y, y + gridDim.y, ...; REFILL: a
+// 1-D grid, each block a contiguous range of the items. Dynamic shared memory: hist_size ints; a
+// level with more tiles than that takes global atomics (per warp and tile) instead of the shared
+// histogram.
 template <bool REFILL>
 __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_kernel(
     const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts, const float* __restrict__ loc,
     BinBuffers buf, int* __restrict__ bins, float* __restrict__ grad_loc, float* __restrict__ grad_attn, TileDims d,
     int hist_size) {
-  extern __shared__ int hist[];  // per tile: the block's entries, then its share's start (REFILL: the bin's)
+  extern __shared__ int hist[];  // per tile: the block's entries, then its share's start
   __shared__ TileTable tt;
   __shared__ int scratch[kBinThreads / 32];
+  __shared__ int overflowed;  // one pass: a bin of the current segment outgrew its capacity
+  if (threadIdx.x == 0) overflowed = 0;
   start_next_kernel();
   if constexpr (REFILL) {
     wait_for_previous_kernel();  // the flags and sizes
@@ -240,27 +245,41 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
   const int region = 4 * per_level;
-  for (int nml = blockIdx.y; nml < d.n * d.m * d.levels; nml += gridDim.y) {
-    if (REFILL && buf.overflow[nml] == 0) continue;
+  const int chunks = (per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads);
+  const int items = d.n * d.m * d.levels * chunks;
+  int item = blockIdx.y * chunks + blockIdx.x, last = items, step = gridDim.y * chunks;
+  if constexpr (REFILL) {
+    const int per_block = (items + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+    item = blockIdx.x * per_block;
+    last = min(item + per_block, items);
+    step = 1;
+  }
+  int scanned = -1;  // REFILL: the segment whose bin starts the block holds
+  for (; item < last; item += step) {
+    const int nml = item / chunks, chunk = item - nml * chunks;
+    if (REFILL && buf.overflow[nml] == 0) {
+      item = (nml + 1) * chunks - 1;  // the segment's other chunks too
+      continue;
+    }
     const int nm = nml / d.levels, l = nml - nm * d.levels;
     const int n = nm / d.m, m = nm - n * d.m;
     const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
     const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
     const int capacity = tiles > 0 ? region / tiles : 0;                // entries per bin at fixed starts
     int* const segment_bins = bins + static_cast<int64_t>(nml) * region;
-    const bool shared_hist = !REFILL && tiles <= hist_size;
+    const bool shared_hist = tiles <= hist_size;
     // all locations of the block's samples first (their loads in flight together)
     float2 xy[kBinRounds];
     int e[kBinRounds];
 #pragma unroll
     for (int r = 0; r < kBinRounds; ++r) {
-      const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
+      const int i = (chunk * kBinRounds + r) * kBinThreads + threadIdx.x;
       const int q = i / d.points, p = i - q * d.points;
       e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
       xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
     }
     const auto tiles_of = [&](int r) {
-      const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
+      const int i = (chunk * kBinRounds + r) * kBinThreads + threadIdx.x;
       return sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
     };
     // claims a slot for each entry of round r's sample from counters[tile] (the home tile once per
@@ -279,34 +298,52 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
       }
       return s;
     };
-    // one pass: writes entry e of tile's bin at its fixed start + slot, or flags the segment
+    // writes entry e of tile's bin: one pass at its fixed start + slot (or flags the segment);
+    // REFILL at the scanned start + slot
     const auto put = [&](int tile, int slot, int e) {
-      if (slot < capacity) segment_bins[tile * capacity + slot] = e;
-      else buf.overflow[nml] = *buf.any = 1;
-    };
-    if constexpr (!REFILL) {
-      // with a shared histogram the block counts while the kernel before drains (dependent launch);
-      // the global atomics wait for the zeroed bookkeeping
-      if (shared_hist) {
-        for (int k = threadIdx.x; k < tiles; k += kBinThreads) hist[k] = 0;
-        __syncthreads();
+      if constexpr (REFILL) {
+        bins[buf.starts[bin0 + tile] + slot] = e;
       } else {
-        wait_for_previous_kernel();
+        if (slot < capacity) segment_bins[tile * capacity + slot] = e;
+        else overflowed = 1;
       }
-      // shared histogram: entry k's slot within the block's share (a sample enters a bin once: below
-      // kBinRounds x kBinThreads) in 16 bits of slots[r][k / 2], written once the share's start is
-      // known; global atomics: the slot within the bin, written at once
-      unsigned slots[kBinRounds][2] = {};
-      unsigned outside = 0;  // rounds whose sample lies outside the window (never binned)
+    };
+    if (REFILL && nml != scanned) {  // the segment's bin starts (every block that bins it writes the same)
+      int carry = nml * region;
+      for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
+        const int k = k0 + threadIdx.x;
+        int sum = 0;
+        const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
+        if (k < tiles) buf.starts[bin0 + k] = start;
+        carry += sum;
+      }
+      scanned = nml;
+    }
+    // with a shared histogram the block counts while the kernel before drains (dependent launch);
+    // the global atomics wait for the zeroed bookkeeping
+    if (shared_hist) {
+      for (int k = threadIdx.x; k < tiles; k += kBinThreads) hist[k] = 0;
+      __syncthreads();
+    } else {
+      wait_for_previous_kernel();
+      __syncthreads();  // (REFILL: the bin starts, written by other threads)
+    }
+    // shared histogram: entry k's slot within the block's share (a sample enters a bin once: below
+    // kBinRounds x kBinThreads) in 16 bits of slots[r][k / 2], written once the share's start is
+    // known; global atomics: the slot within the bin, written at once
+    int* const counters = REFILL ? buf.cursors : buf.sizes;
+    unsigned slots[kBinRounds][2] = {};
+    unsigned outside = 0;  // rounds whose sample lies outside the window (never binned)
 #pragma unroll
-      for (int r = 0; r < kBinRounds; ++r) {
-        const SampleTiles s = claim(r, shared_hist ? hist : buf.sizes + bin0, [&](int k, int tile, int slot) {
-          if (shared_hist) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
-          else put(tile, slot, e[r]);
-        });
-        const int i = (blockIdx.x * kBinRounds + r) * kBinThreads + threadIdx.x;
-        outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
-      }
+    for (int r = 0; r < kBinRounds; ++r) {
+      const SampleTiles s = claim(r, shared_hist ? hist : counters + bin0, [&](int k, int tile, int slot) {
+        if (shared_hist) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
+        else put(tile, slot, e[r]);
+      });
+      const int i = (chunk * kBinRounds + r) * kBinThreads + threadIdx.x;
+      outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
+    }
+    if constexpr (!REFILL) {
       // (outputs are written only after the wait: their memory may be a buffer that a kernel before
       // this one's predecessor read, freed in stream order)
       wait_for_previous_kernel();  // (no-op when done)
@@ -317,43 +354,29 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
           grad_attn[e[r]] = 0.f;
         }
       }
-      __syncthreads();
-      for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
-        const int amount = hist[k];
-        if (amount > 0) hist[k] = atomicAdd(buf.sizes + bin0 + k, amount);
-      }
-      for (int k = threadIdx.x; k < tiles && blockIdx.x == 0; k += kBinThreads) {
-        buf.starts[bin0 + k] = nml * region + k * capacity;
-      }
-      __syncthreads();
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
+      const int amount = hist[k];
+      if (amount > 0) hist[k] = atomicAdd(counters + bin0 + k, amount);
+    }
+    for (int k = threadIdx.x; !REFILL && k < tiles && chunk == 0; k += kBinThreads) {
+      buf.starts[bin0 + k] = nml * region + k * capacity;
+    }
+    __syncthreads();
 #pragma unroll
-      for (int r = 0; r < kBinRounds && shared_hist; ++r) {
-        const SampleTiles s = tiles_of(r);
+    for (int r = 0; r < kBinRounds && shared_hist; ++r) {
+      const SampleTiles s = tiles_of(r);
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          if (s.tile[k] >= 0) put(s.tile[k], hist[s.tile[k]] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), s.e);
-        }
-      }
-    } else {
-      int carry = nml * region;  // the segment's bin starts
-      for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
-        const int k = k0 + threadIdx.x;
-        int sum = 0;
-        const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
-        if (k < tiles && k < hist_size) hist[k] = start;
-        if (k < tiles && (blockIdx.x == 0 || k >= hist_size)) buf.starts[bin0 + k] = start;  // (equal values)
-        carry += sum;
-      }
-      __syncthreads();
-#pragma unroll
-      for (int r = 0; r < kBinRounds; ++r) {
-        claim(r, buf.cursors + bin0, [&](int, int tile, int slot) {
-          // the bin's start from the block's own scan (beyond hist_size tiles: its writes to starts[])
-          bins[(tile < hist_size ? hist[tile] : buf.starts[bin0 + tile]) + slot] = e[r];
-        });
+      for (int k = 0; k < 4; ++k) {
+        if (s.tile[k] >= 0) put(s.tile[k], hist[s.tile[k]] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), s.e);
       }
     }
-    __syncthreads();  // the histogram is reset for the next (batch, head, level)
+    __syncthreads();  // the histogram is reset for the next item
+    if (!REFILL && threadIdx.x == 0 && overflowed) {  // (one flag store per block, not per entry)
+      buf.overflow[nml] = *buf.any = 1;
+      overflowed = 0;
+    }
   }
 }
 
@@ -806,11 +829,12 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   if (samples > 0) {
     launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
                  entries.data_ptr<int>(), glp, gap, dims, hist_size);
-    // rebinning flagged segments only (none unless a bin outgrew its fixed capacity): a small grid
-    // that strides over the segments, so that it does not hold back the tile kernel's start
-    const dim3 refill_grid(bin_grid.x, std::min<int64_t>(bin_grid.y, std::max<int64_t>(1, sms / bin_grid.x)));
-    launch_after(tile_bin_kernel<true>, refill_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
-                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
+    // rebinning flagged segments only (none unless a bin outgrew its fixed capacity): a few blocks
+    // per SM, so that they do not hold back the tile kernel's start
+    const int64_t items = static_cast<int64_t>(bin_grid.x) * segments;
+    launch_after(tile_bin_kernel<true>, static_cast<unsigned>(std::min<int64_t>(items, MSDA_REFILL_PER_SM * sms)), kBinThreads,
+                 hist_bytes, stream, dependent, shp, st, lp, buf, entries.data_ptr<int>(), glp, gap, dims,
+                 hist_size);
   }
   // split-K where a tile's bin spans several chunks on average (head dims up to 32: 2 x D / 2 fp32
   // accumulators per thread)
