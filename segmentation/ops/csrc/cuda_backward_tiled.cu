@@ -68,7 +68,7 @@ constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 b
 #define MSDA_BIN_MIN_BLOCKS 6
 #endif
 #ifndef MSDA_REFILL_PER_SM  // blocks per SM of the rebinning kernel (docs/ops.md)
-#define MSDA_REFILL_PER_SM 1
+#define MSDA_REFILL_PER_SM 2
 #endif
 #ifndef MSDA_TILE_MIN_BLOCKS  // register cap: 4 blocks per SM (128 registers; ptxas takes ~106); docs/ops.md
 #define MSDA_TILE_MIN_BLOCKS 4
