@@ -16,8 +16,8 @@
 //    per sample at most) cut into equal bins (BinBuffers), 3.2 x the average bin for the model's
 //    shapes. Samples outside the window get their zero location and weight gradients here. A bin that
 //    outgrows its share flags its (batch, head, level), and tile_bin_kernel<true> bins the flagged
-//    ones again at bin starts from an exclusive scan of their sizes (it returns at once when no flag is
-//    set). On sm_90 all four kernels are dependent launches: a block starts while the kernel before it
+//    ones again the same way, at bin starts from an exclusive scan of their sizes (it returns at once
+//    when no flag is set). On sm_90 all four kernels are dependent launches: a block starts while the kernel before it
 //    drains (the one-pass kernel loads its locations and builds its histogram then) and waits for that
 //    kernel before touching memory that kernel writes (or, for the zeroing, may still read).
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
@@ -220,10 +220,11 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
 // share of the bin; then it claims its share with one global atomic per tile (sizes[bin]: the old
 // value is where the share starts within the bin) and writes every sample's index at the bin's
 // fixed start (BinBuffers) + its slot; a slot beyond the bin's capacity is not written but flags the
-// segment. REFILL: the flagged segments binned again the same way, at bin starts from an exclusive
-// scan of their sizes (starts[], also read by the tile kernel) and shares claimed on cursors[]. Work items: (batch, head, level) segment x chunk of kBinRounds x kBinThreads (query,
-// point) pairs; one pass: block (x, y) takes chunk x of segments y, y + gridDim.y, ...; REFILL: a
-// 1-D grid, each block a contiguous range of the items. Dynamic shared memory: hist_size ints; a
+// segment (one flag store per block). REFILL: the flagged segments binned again the same way, at bin
+// starts from an exclusive scan of their sizes (starts[], also read by the tile kernel), shares
+// claimed on cursors[]. Work items: (batch, head, level) segment x chunk of kBinRounds x kBinThreads
+// (query, point) pairs; one pass: block (x, y) takes chunk x of segments y, y + gridDim.y, ...;
+// REFILL: a 1-D grid, each block a contiguous range of the items. Dynamic shared memory: hist_size ints; a
 // level with more tiles than that takes global atomics (per warp and tile) instead of the shared
 // histogram.
 template <bool REFILL>
@@ -832,9 +833,9 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
     // rebinning flagged segments only (none unless a bin outgrew its fixed capacity): a few blocks
     // per SM, so that they do not hold back the tile kernel's start
     const int64_t items = static_cast<int64_t>(bin_grid.x) * segments;
-    launch_after(tile_bin_kernel<true>, static_cast<unsigned>(std::min<int64_t>(items, MSDA_REFILL_PER_SM * sms)), kBinThreads,
-                 hist_bytes, stream, dependent, shp, st, lp, buf, entries.data_ptr<int>(), glp, gap, dims,
-                 hist_size);
+    const auto refill_grid = static_cast<unsigned>(std::min<int64_t>(items, MSDA_REFILL_PER_SM * sms));
+    launch_after(tile_bin_kernel<true>, refill_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
   }
   // split-K where a tile's bin spans several chunks on average (head dims up to 32: 2 x D / 2 fp32
   // accumulators per thread)

@@ -31,7 +31,8 @@ __device__ __forceinline__ int slot_index(int log2g, int chunk, int i) {
 // Samples per chunk of a group: at least one per lane and kBatch; with compile-time shapes all of a
 // group's samples (one table fill, their location loads in flight together).
 __host__ __device__ constexpr int fwd_chunk(int log2g, int samples) {
-  return (1 << log2g) > kBatch ? ((1 << log2g) > samples ? 1 << log2g : samples) : (kBatch > samples ? kBatch : samples);
+  const int least = (1 << log2g) > kBatch ? 1 << log2g : kBatch;
+  return least > samples ? least : samples;
 }
 // Slots of a block's table: compile-time shapes exactly their chunk per group, the run-time variant
 // the largest chunk of any group size.
