@@ -90,12 +90,15 @@ def crowded_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     return loc
 
 
-@pytest.mark.parametrize("case", [Case(2, ((40, 48), (12, 20)), 200, 2, 32, 4), Case(1, ((530, 520),), 3000, 2, 8, 2)],
-                         ids=["shared_histogram", "over_4096_tiles"])
+@pytest.mark.parametrize("case", [Case(2, ((40, 48), (12, 20)), 200, 2, 32, 4),
+                                  Case(1, ((40, 48), (12, 20)), 1500, 2, 32, 4),
+                                  Case(1, ((530, 520),), 3000, 2, 8, 2)],
+                         ids=["shared_histogram", "shared_histogram_chunks", "over_4096_tiles"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_tiled_backward_with_a_crowded_tile(case, dtype, poisoned_memory):
     """More samples in one tile than its bin's fixed share of the entry array (4 x queries x points /
-    tiles): the tiled backward bins that (batch, head, level) again with scanned bin starts."""
+    tiles): the tiled backward bins that (batch, head, level) again with scanned bin starts (with 1500
+    queries over several chunks, i.e. several blocks claiming shares of one bin)."""
     assert_native_matches_oracle(case, dtype, 43, locations=crowded_locations)
 
 
