@@ -17,9 +17,10 @@
 //    shapes. Samples outside the window get their zero location and weight gradients here. A bin that
 //    outgrows its share flags its (batch, head, level), and tile_bin_kernel<true> bins the flagged
 //    ones again the same way, at bin starts from an exclusive scan of their sizes (it returns at once
-//    when no flag is set). On sm_90 all four kernels are dependent launches: a block starts while the kernel before it
-//    drains (the one-pass kernel loads its locations and builds its histogram then) and waits for that
-//    kernel before touching memory that kernel writes (or, for the zeroing, may still read).
+//    when no flag is set). On sm_90 all four kernels are dependent launches: a block starts while
+//    the kernel before it drains (the one-pass kernel loads its locations and builds its histogram
+//    then) and waits for that kernel before touching memory that kernel writes (or, for the zeroing,
+//    may still read).
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
