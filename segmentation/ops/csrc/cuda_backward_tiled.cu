@@ -7,17 +7,18 @@
 // 8 x 8 tiles of value rows; a sample's home is the tile of (max(y0, 0), max(x0, 0)); when its other
 // corners reach into the next tile row / column it is also binned there (a "dup").
 //
-// 0. zero_ints: the bookkeeping (bin sizes, cursors, work counter, overflow flags) zeroed.
-// 1. tile_bin_kernel<false>, one pass: a block takes kBinRounds x kBinThreads (query, point) pairs of
+// 0. zero_ints: the bookkeeping (bin sizes, cursors, counters, overflow flags) zeroed.
+// 1. tile_bin_kernel, one pass: a block takes kBinRounds x kBinThreads (query, point) pairs of
 //    one (batch, head, level), counts them per tile in a shared-memory histogram (the home tile once
 //    per warp and tile), whose atomics give each entry its slot within the block's share; one global
 //    atomic per tile claims the share within the bin, and every sample's index is written at its
 //    bin's fixed start: each (batch, head, level) owns a fixed region of the entry array (4 entries
 //    per sample at most) cut into equal bins (BinBuffers), 3.2 x the average bin for the model's
 //    shapes. Samples outside the window get their zero location and weight gradients here. A bin that
-//    outgrows its share flags its (batch, head, level), and tile_bin_kernel<true> bins the flagged
-//    ones again the same way, at bin starts from an exclusive scan of their sizes (it returns at once
-//    when no flag is set). On sm_90 all four kernels are dependent launches: a block starts while
+//    outgrows its share flags its (batch, head, level), and the tile kernel's blocks bin the flagged
+//    ones again the same way before their first tile (rebin_overflowed: work items claimed from a
+//    counter, at bin starts from an exclusive scan of their sizes; one flag read when none is set).
+//    On sm_90 all three kernels are dependent launches: a block starts while
 //    the kernel before it drains (the one-pass kernel loads its locations and builds its histogram
 //    then) and waits for that kernel before touching memory that kernel writes (or, for the zeroing,
 //    may still read).
@@ -65,11 +66,9 @@ constexpr int kHaloX = kSide + 1, kHaloRows = kHaloX * kHaloX;  // the tile's ro
 constexpr int kTileThreads = 128;                 // 4 warps: one 16-row band of the tile each
 constexpr int kChunk = kTileThreads;              // samples per chunk, one per thread
 constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 bytes of padding)
+static_assert(kRows * kCoefPitch * 2 >= kMaxHist * 4, "rebin_overflowed's histogram lives in the coefficients");
 #ifndef MSDA_BIN_MIN_BLOCKS  // register cap of the binning kernels (6 blocks per SM: 40 registers); docs/ops.md
 #define MSDA_BIN_MIN_BLOCKS 6
-#endif
-#ifndef MSDA_REFILL_PER_SM  // blocks per SM of the rebinning kernel (docs/ops.md)
-#define MSDA_REFILL_PER_SM 2
 #endif
 #ifndef MSDA_TILE_MIN_BLOCKS  // register cap: 4 blocks per SM (128 registers; ptxas takes ~106); docs/ops.md
 #define MSDA_TILE_MIN_BLOCKS 4
@@ -180,21 +179,24 @@ __device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x,
 // segment overflowed (a bin with more than region / T entries), in which case the whole segment is
 // binned again with bin starts from an exclusive scan of its sizes.
 struct BinBuffers {
-  int* sizes;     // [bins] entries per bin
-  int* cursors;   // [bins] entries handed out per bin (REFILL)
-  int* work;      // [1] the tile kernel's work counter
-  int* any;       // [1] nonzero: some segment overflowed
-  int* overflow;  // [segments] nonzero: the segment is binned again (REFILL)
-  int* starts;    // [bins] each bin's first entry
-  static int64_t zeroed(int64_t bins, int64_t segments) { return 2 * bins + 2 + segments; }
-  static int64_t ints(int64_t bins, int64_t segments) { return 3 * bins + 2 + segments; }
+  int* sizes;         // [bins] entries per bin
+  int* cursors;       // [bins] entries handed out per bin (REFILL)
+  int* work;          // [1] the tile kernel's work counter
+  int* any;           // [1] nonzero: some segment overflowed
+  int* rebin_claims;  // [1] rebinning work items claimed (rebin_overflowed)
+  int* rebinned;      // [1] rebinning work items done
+  int* overflow;      // [segments] nonzero: the segment is binned again (REFILL)
+  int* starts;        // [bins] each bin's first entry
+  static int64_t zeroed(int64_t bins, int64_t segments) { return 2 * bins + 4 + segments; }
+  static int64_t ints(int64_t bins, int64_t segments) { return 3 * bins + 4 + segments; }
   BinBuffers(int* p, int64_t bins, int64_t segments)
-      : sizes(p), cursors(p + bins), work(p + 2 * bins), any(p + 2 * bins + 1), overflow(p + 2 * bins + 2),
-        starts(p + 2 * bins + 2 + segments) {}
+      : sizes(p), cursors(p + bins), work(p + 2 * bins), any(work + 1), rebin_claims(work + 2), rebinned(work + 3),
+        overflow(work + 4), starts(overflow + segments) {}
 };
 
-// Exclusive prefix sum of one int per thread over a block of kBinThreads; *total = the block's sum.
-// Ends with a barrier; `scratch` holds kBinThreads / 32 ints.
+// Exclusive prefix sum of one int per thread over a block of THREADS; *total = the block's sum.
+// Ends with a barrier; `scratch` holds THREADS / 32 ints.
+template <int THREADS>
 __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int inclusive = x;
@@ -207,7 +209,7 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
   __syncthreads();
   int before = 0, sum = 0;
 #pragma unroll
-  for (int w = 0; w < kBinThreads / 32; ++w) {
+  for (int w = 0; w < THREADS / 32; ++w) {
     before += w < warp ? scratch[w] : 0;
     sum += scratch[w];
   }
@@ -216,19 +218,148 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
   return before + inclusive - x;
 }
 
-// One pass (REFILL = false): a block counts its samples per tile in a shared-memory histogram (the
-// home tile once per warp and tile), whose atomics hand out each entry's slot within the block's
-// share of the bin; then it claims its share with one global atomic per tile (sizes[bin]: the old
-// value is where the share starts within the bin) and writes every sample's index at the bin's
-// fixed start (BinBuffers) + its slot; a slot beyond the bin's capacity is not written but flags the
-// segment (one flag store per block). REFILL: the flagged segments binned again the same way, at bin
-// starts from an exclusive scan of their sizes (starts[], also read by the tile kernel), shares
-// claimed on cursors[]. Work items: (batch, head, level) segment x chunk of kBinRounds x kBinThreads
-// (query, point) pairs; one pass: block (x, y) takes chunk x of segments y, y + gridDim.y, ...;
-// REFILL: a 1-D grid, each block a contiguous range of the items. Dynamic shared memory: hist_size ints; a
-// level with more tiles than that takes global atomics (per warp and tile) instead of the shared
-// histogram.
-template <bool REFILL>
+// Bins work item `item` of the samples: (batch, head, level) segment x chunk of kBinRounds x THREADS
+// (query, point) pairs, by a block of THREADS threads. One pass (REFILL = false): the block counts its
+// samples per tile in a shared-memory histogram (the home tile once per warp and tile), whose atomics
+// hand out each entry's slot within the block's share of the bin; then it claims its share with one
+// global atomic per tile (sizes[bin]: the old value is where the share starts within the bin) and
+// writes every sample's index at the bin's fixed start (BinBuffers) + its slot; a slot beyond the
+// bin's capacity is not written but flags the segment (one flag store per block). REFILL (by the
+// tile kernel's blocks, rebin_overflowed): the flagged segments binned again the same way, at bin
+// starts from an exclusive scan of their sizes (starts[], also read by the tile kernel; `scanned`:
+// the segment whose starts the block holds), shares claimed on cursors[]. `hist`: hist_size ints of
+// shared memory; a level with more tiles than that takes global atomics (per warp and tile) instead
+// of the shared histogram. `scratch`: THREADS / 32 ints; `overflowed`: a shared flag (one pass).
+template <int THREADS, bool REFILL>
+__device__ __forceinline__ void bin_item(int item, int chunks, int& scanned, const float* __restrict__ loc,
+                                         const BinBuffers& buf, int* __restrict__ bins, float* __restrict__ grad_loc,
+                                         float* __restrict__ grad_attn, const TileDims& d, int hist_size, int* hist,
+                                         const TileTable& tt, int* scratch, int& overflowed) {
+  const int lane = threadIdx.x & 31;
+  const int per_level = d.lq * d.points;
+  const int region = 4 * per_level;
+  const int nml = item / chunks, chunk = item - nml * chunks;
+  if (REFILL && buf.overflow[nml] == 0) return;
+  const int nm = nml / d.levels, l = nml - nm * d.levels;
+  const int n = nm / d.m, m = nm - n * d.m;
+  const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
+  const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
+  const int capacity = tiles > 0 ? region / tiles : 0;                // entries per bin at fixed starts
+  int* const segment_bins = bins + static_cast<int64_t>(nml) * region;
+  const bool shared_hist = tiles <= hist_size;
+  // all locations of the block's samples first (their loads in flight together)
+  float2 xy[kBinRounds];
+  int e[kBinRounds];
+#pragma unroll
+  for (int r = 0; r < kBinRounds; ++r) {
+    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
+    const int q = i / d.points, p = i - q * d.points;
+    e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
+    xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
+  }
+  const auto tiles_of = [&](int r) {
+    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
+    return sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
+  };
+  // claims a slot for each entry of round r's sample from counters[tile] (the home tile once per
+  // warp and tile, lanes of one home ranked among themselves; the others one by one) and calls
+  // use(k, tile, slot) for entry k
+  const auto claim = [&](int r, int* counters, auto&& use) {
+    const SampleTiles s = tiles_of(r);
+    const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
+    const int leader = __ffs(same) - 1;
+    int first = 0;
+    if (s.tile[0] >= 0 && lane == leader) first = atomicAdd(counters + s.tile[0], __popc(same));
+    first = __shfl_sync(0xffffffffu, first, leader) + __popc(same & ((1u << lane) - 1));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (s.tile[k] >= 0) use(k, s.tile[k], k == 0 ? first : atomicAdd(counters + s.tile[k], 1));
+    }
+    return s;
+  };
+  // writes entry e of tile's bin: one pass at its fixed start + slot (or flags the segment);
+  // REFILL at the scanned start + slot
+  const auto put = [&](int tile, int slot, int e) {
+    if constexpr (REFILL) {
+      bins[buf.starts[bin0 + tile] + slot] = e;
+    } else {
+      if (slot < capacity) segment_bins[tile * capacity + slot] = e;
+      else overflowed = 1;
+    }
+  };
+  if (REFILL && nml != scanned) {  // the segment's bin starts (every block that bins it writes the same)
+    int carry = nml * region;
+    for (int k0 = 0; k0 < tiles; k0 += THREADS) {
+      const int k = k0 + threadIdx.x;
+      int sum = 0;
+      const int start = carry + block_exclusive_scan<THREADS>(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
+      if (k < tiles) buf.starts[bin0 + k] = start;
+      carry += sum;
+    }
+    scanned = nml;
+  }
+  // with a shared histogram the block counts while the kernel before drains (dependent launch);
+  // the global atomics wait for the zeroed bookkeeping
+  if (shared_hist) {
+    for (int k = threadIdx.x; k < tiles; k += THREADS) hist[k] = 0;
+    __syncthreads();
+  } else {
+    wait_for_previous_kernel();
+    __syncthreads();  // (REFILL: the bin starts, written by other threads)
+  }
+  // shared histogram: entry k's slot within the block's share (a sample enters a bin once: below
+  // kBinRounds x THREADS) in 16 bits of slots[r][k / 2], written once the share's start is
+  // known; global atomics: the slot within the bin, written at once
+  int* const counters = REFILL ? buf.cursors : buf.sizes;
+  unsigned slots[kBinRounds][2] = {};
+  unsigned outside = 0;  // rounds whose sample lies outside the window (never binned)
+#pragma unroll
+  for (int r = 0; r < kBinRounds; ++r) {
+    const SampleTiles s = claim(r, shared_hist ? hist : counters + bin0, [&](int k, int tile, int slot) {
+      if (shared_hist) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
+      else put(tile, slot, e[r]);
+    });
+    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
+    outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
+  }
+  if constexpr (!REFILL) {
+    // (outputs are written only after the wait: their memory may be a buffer that a kernel before
+    // this one's predecessor read, freed in stream order)
+    wait_for_previous_kernel();  // (no-op when done)
+#pragma unroll
+    for (int r = 0; r < kBinRounds; ++r) {
+      if (outside >> r & 1) {  // never binned: zero location / weight gradients
+        reinterpret_cast<float2*>(grad_loc)[e[r]] = make_float2(0.f, 0.f);
+        grad_attn[e[r]] = 0.f;
+      }
+    }
+  }
+  __syncthreads();
+  for (int k = threadIdx.x; k < tiles && shared_hist; k += THREADS) {
+    const int amount = hist[k];
+    if (amount > 0) hist[k] = atomicAdd(counters + bin0 + k, amount);
+  }
+  for (int k = threadIdx.x; !REFILL && k < tiles && chunk == 0; k += THREADS) {
+    buf.starts[bin0 + k] = nml * region + k * capacity;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kBinRounds && shared_hist; ++r) {
+    const SampleTiles s = tiles_of(r);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (s.tile[k] >= 0) put(s.tile[k], hist[s.tile[k]] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), s.e);
+    }
+  }
+  __syncthreads();  // the histogram is reset for the next item
+  if (!REFILL && threadIdx.x == 0 && overflowed) {  // (one flag store per block, not per entry)
+    buf.overflow[nml] = *buf.any = 1;
+    overflowed = 0;
+  }
+}
+
+// The one-pass binning: block (x, y) takes chunk x of segments y, y + gridDim.y, ... (bin_item).
+// Dynamic shared memory: hist_size ints.
 __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_kernel(
     const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts, const float* __restrict__ loc,
     BinBuffers buf, int* __restrict__ bins, float* __restrict__ grad_loc, float* __restrict__ grad_attn, TileDims d,
@@ -236,150 +367,57 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
   extern __shared__ int hist[];  // per tile: the block's entries, then its share's start
   __shared__ TileTable tt;
   __shared__ int scratch[kBinThreads / 32];
-  __shared__ int overflowed;  // one pass: a bin of the current segment outgrew its capacity
+  __shared__ int overflowed;  // a bin of the current segment outgrew its capacity
   if (threadIdx.x == 0) overflowed = 0;
   start_next_kernel();
-  if constexpr (REFILL) {
-    wait_for_previous_kernel();  // the flags and sizes
-    if (*buf.any == 0) return;
-  }
   build_tiles(tt, shapes, starts, d);
-  const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
-  const int region = 4 * per_level;
   const int chunks = (per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads);
   const int items = d.n * d.m * d.levels * chunks;
-  int item = blockIdx.y * chunks + blockIdx.x, last = items, step = gridDim.y * chunks;
-  if constexpr (REFILL) {
-    const int per_block = (items + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
-    item = blockIdx.x * per_block;
-    last = min(item + per_block, items);
-    step = 1;
+  int scanned = -1;  // (REFILL only)
+  for (int item = blockIdx.y * chunks + blockIdx.x; item < items; item += gridDim.y * chunks) {
+    bin_item<kBinThreads, false>(item, chunks, scanned, loc, buf, bins, grad_loc, grad_attn, d, hist_size, hist, tt,
+                                 scratch, overflowed);
   }
-  int scanned = -1;  // REFILL: the segment whose bin starts the block holds
-  for (; item < last; item += step) {
-    const int nml = item / chunks, chunk = item - nml * chunks;
-    if (REFILL && buf.overflow[nml] == 0) {
-      item = (nml + 1) * chunks - 1;  // the segment's other chunks too
-      continue;
-    }
-    const int nm = nml / d.levels, l = nml - nm * d.levels;
-    const int n = nm / d.m, m = nm - n * d.m;
-    const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
-    const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
-    const int capacity = tiles > 0 ? region / tiles : 0;                // entries per bin at fixed starts
-    int* const segment_bins = bins + static_cast<int64_t>(nml) * region;
-    const bool shared_hist = tiles <= hist_size;
-    // all locations of the block's samples first (their loads in flight together)
-    float2 xy[kBinRounds];
-    int e[kBinRounds];
-#pragma unroll
-    for (int r = 0; r < kBinRounds; ++r) {
-      const int i = (chunk * kBinRounds + r) * kBinThreads + threadIdx.x;
-      const int q = i / d.points, p = i - q * d.points;
-      e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
-      xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
-    }
-    const auto tiles_of = [&](int r) {
-      const int i = (chunk * kBinRounds + r) * kBinThreads + threadIdx.x;
-      return sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
-    };
-    // claims a slot for each entry of round r's sample from counters[tile] (the home tile once per
-    // warp and tile, lanes of one home ranked among themselves; the others one by one) and calls
-    // use(k, tile, slot) for entry k
-    const auto claim = [&](int r, int* counters, auto&& use) {
-      const SampleTiles s = tiles_of(r);
-      const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
-      const int leader = __ffs(same) - 1;
-      int first = 0;
-      if (s.tile[0] >= 0 && lane == leader) first = atomicAdd(counters + s.tile[0], __popc(same));
-      first = __shfl_sync(0xffffffffu, first, leader) + __popc(same & ((1u << lane) - 1));
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (s.tile[k] >= 0) use(k, s.tile[k], k == 0 ? first : atomicAdd(counters + s.tile[k], 1));
-      }
-      return s;
-    };
-    // writes entry e of tile's bin: one pass at its fixed start + slot (or flags the segment);
-    // REFILL at the scanned start + slot
-    const auto put = [&](int tile, int slot, int e) {
-      if constexpr (REFILL) {
-        bins[buf.starts[bin0 + tile] + slot] = e;
-      } else {
-        if (slot < capacity) segment_bins[tile * capacity + slot] = e;
-        else overflowed = 1;
-      }
-    };
-    if (REFILL && nml != scanned) {  // the segment's bin starts (every block that bins it writes the same)
-      int carry = nml * region;
-      for (int k0 = 0; k0 < tiles; k0 += kBinThreads) {
-        const int k = k0 + threadIdx.x;
-        int sum = 0;
-        const int start = carry + block_exclusive_scan(k < tiles ? buf.sizes[bin0 + k] : 0, scratch, &sum);
-        if (k < tiles) buf.starts[bin0 + k] = start;
-        carry += sum;
-      }
-      scanned = nml;
-    }
-    // with a shared histogram the block counts while the kernel before drains (dependent launch);
-    // the global atomics wait for the zeroed bookkeeping
-    if (shared_hist) {
-      for (int k = threadIdx.x; k < tiles; k += kBinThreads) hist[k] = 0;
-      __syncthreads();
-    } else {
-      wait_for_previous_kernel();
-      __syncthreads();  // (REFILL: the bin starts, written by other threads)
-    }
-    // shared histogram: entry k's slot within the block's share (a sample enters a bin once: below
-    // kBinRounds x kBinThreads) in 16 bits of slots[r][k / 2], written once the share's start is
-    // known; global atomics: the slot within the bin, written at once
-    int* const counters = REFILL ? buf.cursors : buf.sizes;
-    unsigned slots[kBinRounds][2] = {};
-    unsigned outside = 0;  // rounds whose sample lies outside the window (never binned)
-#pragma unroll
-    for (int r = 0; r < kBinRounds; ++r) {
-      const SampleTiles s = claim(r, shared_hist ? hist : counters + bin0, [&](int k, int tile, int slot) {
-        if (shared_hist) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
-        else put(tile, slot, e[r]);
-      });
-      const int i = (chunk * kBinRounds + r) * kBinThreads + threadIdx.x;
-      outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
-    }
-    if constexpr (!REFILL) {
-      // (outputs are written only after the wait: their memory may be a buffer that a kernel before
-      // this one's predecessor read, freed in stream order)
-      wait_for_previous_kernel();  // (no-op when done)
-#pragma unroll
-      for (int r = 0; r < kBinRounds; ++r) {
-        if (outside >> r & 1) {  // never binned: zero location / weight gradients
-          reinterpret_cast<float2*>(grad_loc)[e[r]] = make_float2(0.f, 0.f);
-          grad_attn[e[r]] = 0.f;
-        }
-      }
-    }
+}
+
+__device__ __forceinline__ int load_acquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Bins the segments that overflowed in the one pass again (bin_item<REFILL>), by the tile kernel's
+// blocks before their first tile: each block claims work items (segment x chunk of kBinRounds x
+// kTileThreads pairs) from a counter until none is left, then waits until every item is done. A block
+// waits only once every item is claimed, so it never waits on a block that is not running. `hist`:
+// hist_size ints of shared memory.
+__device__ __noinline__ void rebin_overflowed(const float* __restrict__ loc, BinBuffers buf, int* __restrict__ bins,
+                                              TileDims d, int hist_size, int* hist, const TileTable& tt) {
+  __shared__ int scratch[kTileThreads / 32];
+  __shared__ int item;
+  int overflowed = 0;  // (one pass only)
+  const int per_level = d.lq * d.points;
+  const int chunks = (per_level + kBinRounds * kTileThreads - 1) / (kBinRounds * kTileThreads);
+  const int items = d.n * d.m * d.levels * chunks;
+  int scanned = -1, done = 0;
+  for (;;) {
+    if (threadIdx.x == 0) item = atomicAdd(buf.rebin_claims, 1);
     __syncthreads();
-    for (int k = threadIdx.x; k < tiles && shared_hist; k += kBinThreads) {
-      const int amount = hist[k];
-      if (amount > 0) hist[k] = atomicAdd(counters + bin0 + k, amount);
-    }
-    for (int k = threadIdx.x; !REFILL && k < tiles && chunk == 0; k += kBinThreads) {
-      buf.starts[bin0 + k] = nml * region + k * capacity;
-    }
+    const int claimed = item;
     __syncthreads();
-#pragma unroll
-    for (int r = 0; r < kBinRounds && shared_hist; ++r) {
-      const SampleTiles s = tiles_of(r);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (s.tile[k] >= 0) put(s.tile[k], hist[s.tile[k]] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), s.e);
-      }
-    }
-    __syncthreads();  // the histogram is reset for the next item
-    if (!REFILL && threadIdx.x == 0 && overflowed) {  // (one flag store per block, not per entry)
-      buf.overflow[nml] = *buf.any = 1;
-      overflowed = 0;
-    }
+    if (claimed >= items) break;
+    bin_item<kTileThreads, true>(claimed, chunks, scanned, loc, buf, bins, nullptr, nullptr, d, hist_size, hist, tt,
+                                 scratch, overflowed);
+    ++done;
   }
+  __threadfence();  // this block's entries and bin starts before its count
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    atomicAdd(buf.rebinned, done);
+    while (load_acquire(buf.rebinned) < items) __nanosleep(200);
+  }
+  __syncthreads();
 }
 
 // Work item w (levels from the last to the first, then (batch, head), then tile) -> the tile's
@@ -527,13 +565,15 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], unsigned addres
 // SPLIT (split-K, for levels dense in samples): warp w computes the 32 rows from 32 (w & 1) over the
 // k-steps of parity w >> 1 (the staged rows are read by two warps instead of four), and after the
 // tile's last chunk the odd-parity warps hand their fp32 sums to the even ones through the staging
-// area; otherwise warp w computes the 16-row band w over every k-step.
+// area; otherwise warp w computes the 16-row band w over every k-step. `buf`, `rebin_entries` (the
+// entry array `bins`, writable) and `hist_size`: for rebin_overflowed, which writes the entries of
+// overflowing segments before the first entry is read.
 template <typename T, int D, bool SPLIT>
 __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ value, const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts, const float* __restrict__ loc, const float* __restrict__ attn,
     const int* __restrict__ bins, const int* __restrict__ bin_starts, const int* __restrict__ bin_sizes,
-    int* __restrict__ work_counter,
+    int* __restrict__ work_counter, BinBuffers buf, int* rebin_entries, int hist_size,
     T* __restrict__ grad_value, float* __restrict__ grad_loc, float* __restrict__ grad_attn, TileDims d) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int V = kVec<T>;             // 8 channels per 16 bytes
@@ -546,7 +586,6 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   __shared__ TileTable tt;
   __shared__ WorkSlot slots[3];  // a ring: this tile, the next, the one after (written during this one)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  for (int k = tid; k < kRows * kCoefPitch / 8; k += kTileThreads) reinterpret_cast<uint4*>(coef)[k] = make_uint4(0, 0, 0, 0);
   build_tiles(tt, shapes, starts, d);
   const int samples_per_group = d.levels * d.points;
   const int total = d.n * d.m * tt.tile_start[d.levels];
@@ -554,6 +593,10 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   // the first tile's value rows need nothing from the previous kernel: copied while it drains
   copy_value_rows<T, D>(rows_smem, value, tile_geom(blockIdx.x, tt, d), tt, d);
   wait_for_previous_kernel();  // the bins
+  // (rare) some bins outgrew their share: those segments binned again first (the histogram in the
+  // coefficients' memory, zeroed after it)
+  if (*buf.any != 0) rebin_overflowed(loc, buf, rebin_entries, d, hist_size, reinterpret_cast<int*>(coef), tt);
+  for (int k = tid; k < kRows * kCoefPitch / 8; k += kTileThreads) reinterpret_cast<uint4*>(coef)[k] = make_uint4(0, 0, 0, 0);
   if (tid == 0) {  // later tiles come from the counter, two tiles ahead
     slots[0].fetch(blockIdx.x, total, tt, d, bin_starts, bin_sizes);
     slots[1].fetch(gridDim.x + atomicAdd(work_counter, 1), total, tt, d, bin_starts, bin_sizes);
@@ -828,14 +871,8 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const size_t hist_bytes = hist_size * sizeof(int);
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-  if (samples > 0) {
-    launch_after(tile_bin_kernel<false>, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
-                 entries.data_ptr<int>(), glp, gap, dims, hist_size);
-    // rebinning flagged segments only (none unless a bin outgrew its fixed capacity): a few blocks
-    // per SM, so that they do not hold back the tile kernel's start
-    const int64_t items = static_cast<int64_t>(bin_grid.x) * segments;
-    const auto refill_grid = static_cast<unsigned>(std::min<int64_t>(items, MSDA_REFILL_PER_SM * sms));
-    launch_after(tile_bin_kernel<true>, refill_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
+  if (samples > 0) {  // (segments whose bins overflow are binned again by the tile kernel's blocks)
+    launch_after(tile_bin_kernel, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
                  entries.data_ptr<int>(), glp, gap, dims, hist_size);
   }
   // split-K where a tile's bin spans several chunks on average (head dims up to 32: 2 x D / 2 fp32
@@ -853,8 +890,8 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
     const int64_t grid = std::min<int64_t>(bins, static_cast<int64_t>(std::clamp(per_sm, 1, MSDA_TILE_GRID_PER_SM)) * sms);
     launch_after(kernel, static_cast<unsigned>(grid), kTileThreads, smem, stream, dependent,
                  reinterpret_cast<const T*>(grad_output.data_ptr<S>()), reinterpret_cast<const T*>(value.data_ptr<S>()),
-                 shp, st, lp, ap, entries.data_ptr<int>(), buf.starts, buf.sizes, buf.work,
-                 reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp, gap, dims);
+                 shp, st, lp, ap, entries.data_ptr<int>(), buf.starts, buf.sizes, buf.work, buf,
+                 entries.data_ptr<int>(), hist_size, reinterpret_cast<T*>(grad_value.data_ptr<S>()), glp, gap, dims);
   };
   const auto with_dim = [&](auto tag) {
     const auto split = [&](auto dim) {
