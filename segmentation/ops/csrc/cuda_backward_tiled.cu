@@ -218,6 +218,13 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
   return before + inclusive - x;
 }
 
+// Work items of the binning by blocks of THREADS: chunks of kBinRounds x THREADS (query, point)
+// pairs per (batch, head, level) segment.
+template <int THREADS>
+__host__ __device__ __forceinline__ int bin_chunks(int pairs_per_level) {
+  return (pairs_per_level + kBinRounds * THREADS - 1) / (kBinRounds * THREADS);
+}
+
 // Bins work item `item` of the samples: (batch, head, level) segment x chunk of kBinRounds x THREADS
 // (query, point) pairs, by a block of THREADS threads. One pass (REFILL = false): the block counts its
 // samples per tile in a shared-memory histogram (the home tile once per warp and tile), whose atomics
@@ -371,8 +378,7 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
   if (threadIdx.x == 0) overflowed = 0;
   start_next_kernel();
   build_tiles(tt, shapes, starts, d);
-  const int per_level = d.lq * d.points;
-  const int chunks = (per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads);
+  const int chunks = bin_chunks<kBinThreads>(d.lq * d.points);
   const int items = d.n * d.m * d.levels * chunks;
   int scanned = -1;  // (REFILL only)
   for (int item = blockIdx.y * chunks + blockIdx.x; item < items; item += gridDim.y * chunks) {
@@ -397,8 +403,7 @@ __device__ __noinline__ void rebin_overflowed(const float* __restrict__ loc, Bin
   __shared__ int scratch[kTileThreads / 32];
   __shared__ int item;
   int overflowed = 0;  // (one pass only)
-  const int per_level = d.lq * d.points;
-  const int chunks = (per_level + kBinRounds * kTileThreads - 1) / (kBinRounds * kTileThreads);
+  const int chunks = bin_chunks<kTileThreads>(d.lq * d.points);
   const int items = d.n * d.m * d.levels * chunks;
   int scanned = -1, done = 0;
   for (;;) {
@@ -865,8 +870,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const BinBuffers buf(bookkeeping.data_ptr<int>(), bins, segments);
   at::Tensor entries = at::empty({std::max<int64_t>(samples * 4, 1)}, int_opts);  // home + at most 3 dups
   const int hist_size = static_cast<int>(std::min<int64_t>(kMaxHist, geo.s / 8 + geo.levels));
-  const int64_t per_level = geo.lq * geo.points;
-  const dim3 bin_grid((per_level + kBinRounds * kBinThreads - 1) / (kBinRounds * kBinThreads),
+  const dim3 bin_grid(bin_chunks<kBinThreads>(static_cast<int>(geo.lq * geo.points)),  // (< samples < INT_MAX / 4)
                       std::min<int64_t>(segments, 65535));
   const size_t hist_bytes = hist_size * sizeof(int);
   int sms = 0;
