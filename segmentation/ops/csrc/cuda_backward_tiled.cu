@@ -55,7 +55,7 @@ namespace {
 
 constexpr int kBinThreads = 256;
 #ifndef MSDA_BIN_ROUNDS  // samples per thread of the bin kernels; docs/ops.md
-#define MSDA_BIN_ROUNDS 4
+#define MSDA_BIN_ROUNDS 2
 #endif
 constexpr int kBinRounds = MSDA_BIN_ROUNDS;
 static_assert(kBinRounds * kBinThreads <= 1 << 16, "tile_bin_kernel keeps a block's slots in 16 bits");
@@ -67,8 +67,8 @@ constexpr int kTileThreads = 128;                 // 4 warps: one 16-row band of
 constexpr int kChunk = kTileThreads;              // samples per chunk, one per thread
 constexpr int kCoefPitch = kChunk + 8;            // coefficient row, in T (16 bytes of padding)
 static_assert(kRows * kCoefPitch * 2 >= kMaxHist * 4, "rebin_overflowed's histogram lives in the coefficients");
-#ifndef MSDA_BIN_MIN_BLOCKS  // register cap of the binning kernels (6 blocks per SM: 40 registers); docs/ops.md
-#define MSDA_BIN_MIN_BLOCKS 6
+#ifndef MSDA_BIN_MIN_BLOCKS  // register cap of the binning kernels (8 blocks per SM: 32 registers); docs/ops.md
+#define MSDA_BIN_MIN_BLOCKS 8
 #endif
 #ifndef MSDA_TILE_MIN_BLOCKS  // register cap: 4 blocks per SM (128 registers; ptxas takes ~106); docs/ops.md
 #define MSDA_TILE_MIN_BLOCKS 4
@@ -109,14 +109,36 @@ __global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n)
   }
 }
 
+// Division of ints in [0, 2^31) by a fixed divisor d >= 1: a multiply-high, an add and a shift
+// (Granlund-Montgomery, round-up variant; the magic number computed once, on the host or per block)
+// instead of the ~20-instruction integer division, for the per-sample and per-tile quotients of the
+// binning and tile kernels.
+struct FastDiv {
+  unsigned magic, shift;
+  __host__ __device__ static FastDiv of(int d) {
+    d = d < 1 ? 1 : d;  // (a size of 0: nothing is divided)
+    FastDiv f{0, 0};
+    while ((1u << f.shift) < static_cast<unsigned>(d)) ++f.shift;
+    const uint64_t divisor = static_cast<uint64_t>(d);
+    f.magic = static_cast<unsigned>((((uint64_t{1} << f.shift) - divisor) << 32) / divisor + 1);
+    return f;
+  }
+  __device__ __forceinline__ int operator()(int n) const {
+    return static_cast<int>((__umulhi(static_cast<unsigned>(n), magic) + static_cast<unsigned>(n)) >> shift);
+  }
+};
+
 struct TileTable {
   int height[kMaxLevels], width[kMaxLevels], start[kMaxLevels];
   int tiles_x[kMaxLevels], tiles[kMaxLevels];
+  int capacity[kMaxLevels];        // entries per bin at fixed starts (BinBuffers)
+  FastDiv by_tiles[kMaxLevels], by_tiles_x[kMaxLevels];
   int tile_start[kMaxLevels + 1];  // first tile of each level within one (batch, head); [levels] = all
 };
 
 struct TileDims {
   int n, s, m, lq, levels, points;
+  FastDiv by_m, by_levels, by_points, by_samples;  // x / m, x / levels, x / points, x / (levels x points)
 };
 
 // One thread per level, then a prefix over the levels.
@@ -130,6 +152,9 @@ __device__ __forceinline__ void build_tiles(TileTable& t, const int64_t* shapes,
     t.start[l] = static_cast<int>(starts[l]);
     t.tiles_x[l] = (w + kSide - 1) >> kLog2Side;
     t.tiles[l] = t.tiles_x[l] * ((h + kSide - 1) >> kLog2Side);
+    t.capacity[l] = t.tiles[l] > 0 ? 4 * d.lq * d.points / t.tiles[l] : 0;
+    t.by_tiles[l] = FastDiv::of(t.tiles[l]);
+    t.by_tiles_x[l] = FastDiv::of(t.tiles_x[l]);
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -147,29 +172,30 @@ __device__ __forceinline__ void build_tiles(TileTable& t, const int64_t* shapes,
 // kernels round identically (a sample's tile must be the same in both).
 __device__ __forceinline__ float pixel(float u, int size) { return __fmaf_rn(u, static_cast<float>(size), -0.5f); }
 
-// The tiles (within its level) a sample is binned in: [0] home, [1-3] the tiles below, right and
-// below-right when its corners reach them; -1 for none (all -1 outside the window).
-struct SampleTiles {
-  int e;        // sample index in memory order
+// Where a sample is binned within its level: `tile`, its home (-1 outside the window), and `dups`:
+// bit 0 when its corners reach into the next tile row, bit 1 the next tile column (entries k = 1, 2
+// and, with both bits, 3 of entry_tile).
+struct SampleHome {
+  int tile, dups;
   bool inside;  // inside the window
-  int tile[4];
 };
 
-__device__ __forceinline__ SampleTiles sample_tiles(int e, bool active, float x, float y, int height, int width,
-                                                    int tiles_x) {
-  SampleTiles s;
-  s.e = e;
+__device__ __forceinline__ SampleHome sample_home(bool active, float x, float y, int height, int width, int tiles_x) {
+  SampleHome s;
   const float h = active ? pixel(y, height) : -2.f, w = active ? pixel(x, width) : -2.f;
   s.inside = h > -1.f && w > -1.f && h < static_cast<float>(height) && w < static_cast<float>(width);
   const int y0 = s.inside ? static_cast<int>(floorf(h)) : 0, x0 = s.inside ? static_cast<int>(floorf(w)) : 0;
   const bool dup_y = s.inside && y0 >= 0 && y0 + 1 < height && ((y0 + 1) & (kSide - 1)) == 0;
   const bool dup_x = s.inside && x0 >= 0 && x0 + 1 < width && ((x0 + 1) & (kSide - 1)) == 0;
-  const int home = s.inside ? (max(y0, 0) >> kLog2Side) * tiles_x + (max(x0, 0) >> kLog2Side) : -1;
-  s.tile[0] = home;
-  s.tile[1] = dup_y ? home + tiles_x : -1;
-  s.tile[2] = dup_x ? home + 1 : -1;
-  s.tile[3] = dup_y && dup_x ? home + tiles_x + 1 : -1;
+  s.tile = s.inside ? (max(y0, 0) >> kLog2Side) * tiles_x + (max(x0, 0) >> kLog2Side) : -1;
+  s.dups = dup_y | (dup_x << 1);
   return s;
+}
+
+// Tile of a sample's entry k: 0 home, 1 below, 2 right, 3 below-right; -1 where it has none.
+__device__ __forceinline__ int entry_tile(int home, int dups, int k, int tiles_x) {
+  if (home < 0 || (dups & k) != k) return -1;
+  return home + (k & 1 ? tiles_x : 0) + (k >> 1);
 }
 
 // Bin bookkeeping in one int buffer (BinBuffers::ints entries, the first BinBuffers::zeroed of them
@@ -225,33 +251,33 @@ __host__ __device__ __forceinline__ int bin_chunks(int pairs_per_level) {
   return (pairs_per_level + kBinRounds * THREADS - 1) / (kBinRounds * THREADS);
 }
 
-// Bins work item `item` of the samples: (batch, head, level) segment x chunk of kBinRounds x THREADS
-// (query, point) pairs, by a block of THREADS threads. One pass (REFILL = false): the block counts its
-// samples per tile in a shared-memory histogram (the home tile once per warp and tile), whose atomics
-// hand out each entry's slot within the block's share of the bin; then it claims its share with one
-// global atomic per tile (sizes[bin]: the old value is where the share starts within the bin) and
-// writes every sample's index at the bin's fixed start (BinBuffers) + its slot; a slot beyond the
-// bin's capacity is not written but flags the segment (one flag store per block). REFILL (by the
-// tile kernel's blocks, rebin_overflowed): the flagged segments binned again the same way, at bin
-// starts from an exclusive scan of their sizes (starts[], also read by the tile kernel; `scanned`:
-// the segment whose starts the block holds), shares claimed on cursors[]. `hist`: hist_size ints of
-// shared memory; a level with more tiles than that takes global atomics (per warp and tile) instead
-// of the shared histogram. `scratch`: THREADS / 32 ints; `overflowed`: a shared flag (one pass).
+// Bins a work item of the samples: chunk `chunk` of kBinRounds x THREADS (query, point) pairs of
+// (batch, head, level) segment `nml`, by a block of THREADS threads. One pass (REFILL = false): the
+// block counts its samples per tile in a shared-memory histogram (the home tile once per warp and
+// tile), whose atomics hand out each entry's slot within the block's share of the bin; then it
+// claims its share with one global atomic per tile (sizes[bin]: the old value is where the share
+// starts within the bin) and writes every sample's index at the bin's fixed start (BinBuffers) +
+// its slot; a slot beyond the bin's capacity is not written but flags the segment (one flag store
+// per block). REFILL (by the tile kernel's blocks, rebin_overflowed): the flagged segments binned
+// again the same way, at bin starts from an exclusive scan of their sizes (starts[], also read by
+// the tile kernel; `scanned`: the segment whose starts the block holds), shares claimed on
+// cursors[]. `hist`: hist_size ints of shared memory; a level with more tiles than that takes
+// global atomics (per warp and tile) instead of the shared histogram. `scratch`: THREADS / 32 ints;
+// `overflowed`: a shared flag (one pass).
 template <int THREADS, bool REFILL>
-__device__ __forceinline__ void bin_item(int item, int chunks, int& scanned, const float* __restrict__ loc,
+__device__ __forceinline__ void bin_item(int nml, int chunk, int& scanned, const float* __restrict__ loc,
                                          const BinBuffers& buf, int* __restrict__ bins, float* __restrict__ grad_loc,
                                          float* __restrict__ grad_attn, const TileDims& d, int hist_size, int* hist,
                                          const TileTable& tt, int* scratch, int& overflowed) {
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
   const int region = 4 * per_level;
-  const int nml = item / chunks, chunk = item - nml * chunks;
   if (REFILL && buf.overflow[nml] == 0) return;
-  const int nm = nml / d.levels, l = nml - nm * d.levels;
-  const int n = nm / d.m, m = nm - n * d.m;
+  const int nm = d.by_levels(nml), l = nml - nm * d.levels;
+  const int n = d.by_m(nm), m = nm - n * d.m;
   const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
   const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
-  const int capacity = tiles > 0 ? region / tiles : 0;                // entries per bin at fixed starts
+  const int capacity = tt.capacity[l];
   int* const segment_bins = bins + static_cast<int64_t>(nml) * region;
   const bool shared_hist = tiles <= hist_size;
   // all locations of the block's samples first (their loads in flight together)
@@ -260,29 +286,25 @@ __device__ __forceinline__ void bin_item(int item, int chunks, int& scanned, con
 #pragma unroll
   for (int r = 0; r < kBinRounds; ++r) {
     const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
-    const int q = i / d.points, p = i - q * d.points;
+    const int q = d.by_points(i), p = i - q * d.points;
     e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
     xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
   }
-  const auto tiles_of = [&](int r) {
-    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
-    return sample_tiles(e[r], i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
-  };
-  // claims a slot for each entry of round r's sample from counters[tile] (the home tile once per
-  // warp and tile, lanes of one home ranked among themselves; the others one by one) and calls
-  // use(k, tile, slot) for entry k
-  const auto claim = [&](int r, int* counters, auto&& use) {
-    const SampleTiles s = tiles_of(r);
-    const unsigned same = __match_any_sync(0xffffffffu, s.tile[0]);
+  // claims a slot for each entry of a sample from counters[tile] (the home tile once per warp and
+  // tile, lanes of one home ranked among themselves; the others one by one) and calls use(k, tile,
+  // slot) for entry k
+  const auto claim = [&](const SampleHome& s, int* counters, auto&& use) {
+    const unsigned same = __match_any_sync(0xffffffffu, s.tile);
     const int leader = __ffs(same) - 1;
     int first = 0;
-    if (s.tile[0] >= 0 && lane == leader) first = atomicAdd(counters + s.tile[0], __popc(same));
+    if (s.tile >= 0 && lane == leader) first = atomicAdd(counters + s.tile, __popc(same));
     first = __shfl_sync(0xffffffffu, first, leader) + __popc(same & ((1u << lane) - 1));
+    if (s.tile >= 0) use(0, s.tile, first);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if (s.tile[k] >= 0) use(k, s.tile[k], k == 0 ? first : atomicAdd(counters + s.tile[k], 1));
+    for (int k = 1; k < 4; ++k) {
+      const int tile = entry_tile(s.tile, s.dups, k, tiles_x);
+      if (tile >= 0) use(k, tile, atomicAdd(counters + tile, 1));
     }
-    return s;
   };
   // writes entry e of tile's bin: one pass at its fixed start + slot (or flags the segment);
   // REFILL at the scanned start + slot
@@ -316,19 +338,28 @@ __device__ __forceinline__ void bin_item(int item, int chunks, int& scanned, con
   }
   // shared histogram: entry k's slot within the block's share (a sample enters a bin once: below
   // kBinRounds x THREADS) in 16 bits of slots[r][k / 2], written once the share's start is
-  // known; global atomics: the slot within the bin, written at once
+  // known; global atomics: the slot within the bin, written at once. Each sample's home tile and
+  // dup bits are kept for the writes (its location is not needed again).
   int* const counters = REFILL ? buf.cursors : buf.sizes;
   unsigned slots[kBinRounds][2] = {};
+  int home[kBinRounds];  // home tile x 4 + dups (outside the window: -4)
   unsigned outside = 0;  // rounds whose sample lies outside the window (never binned)
+  // (one copy of the rounds per kind of counter, so that the shared one takes shared-memory atomics)
+  const auto count = [&](int* tile_counters, auto in_shared) {
 #pragma unroll
-  for (int r = 0; r < kBinRounds; ++r) {
-    const SampleTiles s = claim(r, shared_hist ? hist : counters + bin0, [&](int k, int tile, int slot) {
-      if (shared_hist) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
-      else put(tile, slot, e[r]);
-    });
-    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
-    outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
-  }
+    for (int r = 0; r < kBinRounds; ++r) {
+      const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
+      const SampleHome s = sample_home(i < per_level, xy[r].x, xy[r].y, height, width, tiles_x);
+      claim(s, tile_counters, [&](int k, int tile, int slot) {
+        if constexpr (decltype(in_shared)::value) slots[r][k >> 1] |= static_cast<unsigned>(slot) << (16 * (k & 1));
+        else put(tile, slot, e[r]);
+      });
+      home[r] = s.tile * 4 + s.dups;
+      outside |= static_cast<unsigned>(i < per_level && !s.inside) << r;
+    }
+  };
+  if (shared_hist) count(hist, std::true_type{});
+  else count(counters + bin0, std::false_type{});
   if constexpr (!REFILL) {
     // (outputs are written only after the wait: their memory may be a buffer that a kernel before
     // this one's predecessor read, freed in stream order)
@@ -352,10 +383,10 @@ __device__ __forceinline__ void bin_item(int item, int chunks, int& scanned, con
   __syncthreads();
 #pragma unroll
   for (int r = 0; r < kBinRounds && shared_hist; ++r) {
-    const SampleTiles s = tiles_of(r);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      if (s.tile[k] >= 0) put(s.tile[k], hist[s.tile[k]] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), s.e);
+      const int tile = entry_tile(home[r] >> 2, home[r] & 3, k, tiles_x);
+      if (tile >= 0) put(tile, hist[tile] + ((slots[r][k >> 1] >> (16 * (k & 1))) & 0xffff), e[r]);
     }
   }
   __syncthreads();  // the histogram is reset for the next item
@@ -378,11 +409,10 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
   if (threadIdx.x == 0) overflowed = 0;
   start_next_kernel();
   build_tiles(tt, shapes, starts, d);
-  const int chunks = bin_chunks<kBinThreads>(d.lq * d.points);
-  const int items = d.n * d.m * d.levels * chunks;
+  const int segments = d.n * d.m * d.levels;
   int scanned = -1;  // (REFILL only)
-  for (int item = blockIdx.y * chunks + blockIdx.x; item < items; item += gridDim.y * chunks) {
-    bin_item<kBinThreads, false>(item, chunks, scanned, loc, buf, bins, grad_loc, grad_attn, d, hist_size, hist, tt,
+  for (int nml = blockIdx.y; nml < segments; nml += gridDim.y) {
+    bin_item<kBinThreads, false>(nml, blockIdx.x, scanned, loc, buf, bins, grad_loc, grad_attn, d, hist_size, hist, tt,
                                  scratch, overflowed);
   }
 }
@@ -396,10 +426,12 @@ __device__ __forceinline__ int load_acquire(const int* p) {
 // Bins the segments that overflowed in the one pass again (bin_item<REFILL>), by the tile kernel's
 // blocks before their first tile: each block claims work items (segment x chunk of kBinRounds x
 // kTileThreads pairs) from a counter until none is left, then waits until every item is done. A block
-// waits only once every item is claimed, so it never waits on a block that is not running. `hist`:
-// hist_size ints of shared memory.
+// waits only once every item is claimed, so it never waits on a block that is not running. The
+// histogram: hist_size ints of the tile kernel's dynamic shared memory from byte hist_offset.
 __device__ __noinline__ void rebin_overflowed(const float* __restrict__ loc, BinBuffers buf, int* __restrict__ bins,
-                                              TileDims d, int hist_size, int* hist, const TileTable& tt) {
+                                              TileDims d, int hist_size, int hist_offset, const TileTable& tt) {
+  extern __shared__ uint4 dynamic_smem[];  // the tile kernel's
+  int* const hist = reinterpret_cast<int*>(reinterpret_cast<char*>(dynamic_smem) + hist_offset);
   __shared__ int scratch[kTileThreads / 32];
   __shared__ int item;
   int overflowed = 0;  // (one pass only)
@@ -412,8 +444,8 @@ __device__ __noinline__ void rebin_overflowed(const float* __restrict__ loc, Bin
     const int claimed = item;
     __syncthreads();
     if (claimed >= items) break;
-    bin_item<kTileThreads, true>(claimed, chunks, scanned, loc, buf, bins, nullptr, nullptr, d, hist_size, hist, tt,
-                                 scratch, overflowed);
+    bin_item<kTileThreads, true>(claimed / chunks, claimed % chunks, scanned, loc, buf, bins, nullptr, nullptr, d,
+                                 hist_size, hist, tt, scratch, overflowed);
     ++done;
   }
   __threadfence();  // this block's entries and bin starts before its count
@@ -442,11 +474,11 @@ __device__ __forceinline__ TileGeom tile_geom(int w, const TileTable& tt, const 
   }
   TileGeom g;
   g.level = l;
-  const int nm = w / tt.tiles[l], tile = w - nm * tt.tiles[l];
-  g.n = nm / d.m;
+  const int nm = tt.by_tiles[l](w), tile = w - nm * tt.tiles[l];
+  g.n = d.by_m(nm);
   g.m = nm - g.n * d.m;
   g.bin = nm * tt.tile_start[d.levels] + tt.tile_start[l] + tile;
-  const int ty = tile / tt.tiles_x[l];
+  const int ty = tt.by_tiles_x[l](tile);
   g.y_first = ty << kLog2Side;
   g.x_first = (tile - ty * tt.tiles_x[l]) << kLog2Side;
   g.rows_y = min(kSide + 1, tt.height[l] - g.y_first);
@@ -492,11 +524,11 @@ struct Fetched {
   uint4 g[LANES];
   template <typename T>
   __device__ __forceinline__ void load(int sample, const T* grad_out, const float* loc, const float* attn,
-                                       int samples_per_group, int d, int lane) {
+                                       const FastDiv& by_samples, int d, int lane) {
     e = sample;
     int row = -1;  // grad_out row (batch, query, head) of the sample
     if (sample >= 0) {
-      row = sample / samples_per_group;
+      row = by_samples(sample);
       xy = reinterpret_cast<const float2*>(loc)[sample];
       a = attn[sample];
     }
@@ -564,6 +596,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], unsigned addres
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
 }
 
+// 4 x 4 transpose of 32-bit words within each quad of lanes (t = lane % 4): lane t holds w[i] =
+// word t of row i; returns words 0-3 of row t (word s from lane s). Round k exchanges with lane t ^ k.
+__device__ __forceinline__ uint4 quad_transpose(const unsigned w[4], int t) {
+  const auto select = [](const unsigned* v, int i) { return (i & 2) ? ((i & 1) ? v[3] : v[2]) : ((i & 1) ? v[1] : v[0]); };
+  unsigned got[4];  // got[k]: word t ^ k of row t, from lane t ^ k
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const unsigned send = select(w, t ^ k);  // row t ^ k, for lane t ^ k
+    got[k] = k == 0 ? send : __shfl_xor_sync(0xffffffffu, send, k);
+  }
+  return make_uint4(select(got, t), select(got, 1 ^ t), select(got, 2 ^ t), select(got, 3 ^ t));
+}
+
 // Dynamic shared memory: value rows of two tiles (2 x kHaloRows x D T: the current one and the next,
 // copied during the current tile's last chunk), staged grad_out rows (kChunk x D T, swizzled),
 // coefficients (kRows x kCoefPitch T). Needs sm_80 (cp.async, bf16 mma); tiled_supported checks.
@@ -592,7 +637,6 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   __shared__ WorkSlot slots[3];  // a ring: this tile, the next, the one after (written during this one)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   build_tiles(tt, shapes, starts, d);
-  const int samples_per_group = d.levels * d.points;
   const int total = d.n * d.m * tt.tile_start[d.levels];
   if (static_cast<int>(blockIdx.x) >= total) return;
   // the first tile's value rows need nothing from the previous kernel: copied while it drains
@@ -600,7 +644,10 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   wait_for_previous_kernel();  // the bins
   // (rare) some bins outgrew their share: those segments binned again first (the histogram in the
   // coefficients' memory, zeroed after it)
-  if (*buf.any != 0) rebin_overflowed(loc, buf, rebin_entries, d, hist_size, reinterpret_cast<int*>(coef), tt);
+  if (*buf.any != 0) {
+    const int coef_offset = static_cast<int>(reinterpret_cast<char*>(coef) - reinterpret_cast<char*>(dynamic_smem));
+    rebin_overflowed(loc, buf, rebin_entries, d, hist_size, coef_offset, tt);
+  }
   for (int k = tid; k < kRows * kCoefPitch / 8; k += kTileThreads) reinterpret_cast<uint4*>(coef)[k] = make_uint4(0, 0, 0, 0);
   if (tid == 0) {  // later tiles come from the counter, two tiles ahead
     slots[0].fetch(blockIdx.x, total, tt, d, bin_starts, bin_sizes);
@@ -609,7 +656,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   __syncthreads();
   Fetched<kLanes> cur;  // this thread's sample of the current chunk, loaded a chunk ahead
   cur.load(tid < min(kChunk, slots[0].end - slots[0].begin) ? bins[slots[0].begin + tid] : -1, grad_out, loc,
-           attn, samples_per_group, D, lane);
+           attn, d.by_samples, D, lane);
   int written[4] = {-1, -1, -1, -1};  // coefficient rows of this thread's column from the last chunk
   int buffer = 0;
 
@@ -684,7 +731,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
       if (tid == 0 && chunk == begin) {  // the slot of the tile before this one is free: the tile after next
         slots[slot == 0 ? 2 : slot - 1].fetch(later, total, tt, d, bin_starts, bin_sizes);
       }
-      cur.load(next_e, grad_out, loc, attn, samples_per_group, D, lane);  // in flight during the math
+      cur.load(next_e, grad_out, loc, attn, d.by_samples, D, lane);  // in flight during the math
       // a home sample (anchored in this tile): location and weight gradients from the shared rows.
       // Lane t reads the 16-byte pieces in the order t, t + 1, ... (mod kLanes): of 8 lanes reading
       // rows at once, only those with equal pieces can meet in a bank (at most 2-way for D = 32).
@@ -773,22 +820,37 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
           }
       }
     }
-    // every row of the tile, once: rows g and g + 8 of each of this warp's bands, channels 2t, 2t + 1
+    // every row of the tile, once: rows g and g + 8 of each of this warp's bands. The four lanes t
+    // of a row hold its channels 8j + 2t, 8j + 2t + 1 (n-tile j). Without split-K (head dims of 4k
+    // n-tiles), the four first exchange them (quad_transpose) so that lane t stores the 16 bytes of
+    // n-tile 4g + t: a warp's store writes 8 whole rows instead of 16-byte pieces of them, which
+    // takes 2 us off the injector's tile kernel (4-byte stores occupy the L1 pipe that the shared
+    // memory uses); the split-K kernel, at its register cap, lost 2.5 us with it (docs/ops.md).
     if (!SPLIT || !(warp >> 1)) {
-      T* const first = tile_row0<D>(grad_value, tg, tt, d) + 2 * (lane & 3);
+      T* const first = tile_row0<D>(grad_value, tg, tt, d);
 #pragma unroll
       for (int b = 0; b < kBands; ++b) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const int r = ((SPLIT ? (warp & 1) * 2 : warp) + b) * 16 + (lane >> 2) + half * 8;
           const int ry = r >> kLog2Side, rx = r & (kSide - 1);
-          if (tg.y_first + ry >= height || tg.x_first + rx >= width) continue;
-          T* dst = first + static_cast<int64_t>(ry * width + rx) * (d.m * D);
+          const bool inside = tg.y_first + ry < height && tg.x_first + rx < width;
+          T* const row = first + static_cast<int64_t>(ry * width + rx) * (d.m * D);
+          unsigned words[kNTiles];  // channels 8j + 2t, 8j + 2t + 1 in T
 #pragma unroll
           for (int j = 0; j < kNTiles; ++j) {
             const T lo = from_acc<T>(acc[b][j][2 * half]), hi = from_acc<T>(acc[b][j][2 * half + 1]);
-            *reinterpret_cast<unsigned*>(dst + 8 * j) =
-                static_cast<unsigned>(bits16(lo)) | (static_cast<unsigned>(bits16(hi)) << 16);
+            words[j] = static_cast<unsigned>(bits16(lo)) | (static_cast<unsigned>(bits16(hi)) << 16);
+          }
+          if constexpr (!SPLIT && kNTiles % 4 == 0) {
+#pragma unroll
+            for (int g = 0; g < kNTiles / 4; ++g) {
+              const uint4 piece = quad_transpose(words + 4 * g, lane & 3);
+              if (inside) *reinterpret_cast<uint4*>(row + 8 * (4 * g + (lane & 3))) = piece;
+            }
+          } else if (inside) {
+#pragma unroll
+            for (int j = 0; j < kNTiles; ++j) *reinterpret_cast<unsigned*>(row + 8 * j + 2 * (lane & 3)) = words[j];
           }
         }
       }
@@ -849,8 +911,11 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   TORCH_CHECK(samples < INT_MAX / 4 && bins < INT_MAX / 2,
               "ms_deform_attn: too many samples for the CUDA backward (", samples, ")");
   at::Tensor grad_value = at::empty_like(value);
-  const TileDims dims{static_cast<int>(geo.n), static_cast<int>(geo.s), static_cast<int>(geo.m),
-                      static_cast<int>(geo.lq), static_cast<int>(geo.levels), static_cast<int>(geo.points)};
+  const int m = static_cast<int>(geo.m), levels = static_cast<int>(geo.levels), points = static_cast<int>(geo.points);
+  const TileDims dims{static_cast<int>(geo.n), static_cast<int>(geo.s), m,
+                      static_cast<int>(geo.lq), levels, points,
+                      FastDiv::of(m), FastDiv::of(levels),
+                      FastDiv::of(points), FastDiv::of(levels * points)};
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
   const int64_t* st = level_start_index.data_ptr<int64_t>();
