@@ -150,6 +150,22 @@ def test_misaligned_value_takes_the_scalar_path(dtype, poisoned_memory):
         assert rel_err(x, want) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_locations_at_an_odd_offset(dtype, poisoned_memory):
+    """Locations that start between two (x, y) pairs (a view at an odd offset): the forward reads
+    pairs with one load and copies such a tensor first; the backward takes the query-centric path."""
+    case = CASES[2]
+    value, shapes, starts, loc, weights = make_inputs(case, seed=4, dtype=dtype, device="cuda")
+    storage = torch.empty(loc.numel() + 1, dtype=torch.float32, device="cuda")  # (run_native passes fp32 on)
+    shifted = storage[1:].view_as(loc).copy_(loc)  # contiguous, 4 bytes past a pair
+    assert shifted.data_ptr() % 8 != 0
+    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda").to(dtype)
+    got = run_native(value, shapes, starts, shifted, weights, grad_out, False)
+    ref = oracle(value, shapes, starts, loc, weights, grad_out)
+    for x, want in zip(got, ref):
+        assert rel_err(x, want) < TOLERANCE[dtype]
+
+
 def test_no_batch_limit():
     """65 samples (the classic kernel's im2col_step is 64 and needs divisibility)."""
     case = Case(65, ((5, 3), (2, 2)), 4, 2, 8, 2)

@@ -185,12 +185,19 @@ struct LevelTable {
   int cells;                   // corner-grid cells per (batch, head)
 };
 
-__device__ __forceinline__ void load_levels(LevelTable& t, const int64_t* shapes, const int64_t* starts, int levels) {
+// Each level's height, width and start into t (threads below `levels`); the caller synchronizes.
+__device__ __forceinline__ void load_level_sizes(LevelTable& t, const int64_t* shapes, const int64_t* starts,
+                                                 int levels) {
   if (threadIdx.x < levels) {
     t.height[threadIdx.x] = static_cast<int>(shapes[2 * threadIdx.x]);
     t.width[threadIdx.x] = static_cast<int>(shapes[2 * threadIdx.x + 1]);
     t.start[threadIdx.x] = static_cast<int>(starts[threadIdx.x]);
   }
+}
+
+// The level table with the corner-grid offsets; ends with a barrier.
+__device__ __forceinline__ void load_levels(LevelTable& t, const int64_t* shapes, const int64_t* starts, int levels) {
+  load_level_sizes(t, shapes, starts, levels);
   __syncthreads();
   if (threadIdx.x == 0) {
     int cells = 0;

@@ -34,6 +34,19 @@ __host__ __device__ constexpr int fwd_chunk(int log2g, int samples) {
   const int least = (1 << log2g) > kBatch ? 1 << log2g : kBatch;
   return least > samples ? least : samples;
 }
+// Samples of a chunk whose corners one lane computes: chunk / G rounded up (run-time shapes: the
+// chunk is max(G, kBatch) samples, at most kBatch per lane).
+__host__ __device__ constexpr int fwd_per_lane(int log2g, int samples) {
+  return log2g >= 0 ? (fwd_chunk(log2g, samples) + (1 << log2g) - 1) >> log2g : kBatch;
+}
+
+// The (x, y) location of sample j: one 8-byte load (16 for fp64; the locations are aligned to a pair).
+template <typename A> using Pair = std::conditional_t<std::is_same_v<A, double>, double2, float2>;
+template <typename A>
+__device__ __forceinline__ Pair<A> load_location(const A* p, int j) {
+  return __ldg(reinterpret_cast<const Pair<A>*>(p) + j);
+}
+
 // Slots of a block's table: compile-time shapes exactly their chunk per group, the run-time variant
 // the largest chunk of any group size.
 __host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g) {
@@ -44,7 +57,8 @@ __host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g) {
 // shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time. OFF32: a batch
 // element's S * M * D elements fit in an int, and the slot table holds each corner's element offset
 // (row x M x D, computed once per sample by the lane that fills the slot) instead of its row, so
-// that a gather's address is one 32-bit x 64-bit multiply-add.
+// that a gather's address is one 32-bit x 64-bit multiply-add. The locations are aligned to (x, y)
+// pairs (launch_forward).
 template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32>
 __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
@@ -53,7 +67,6 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   constexpr int V = kVec<T>;
   __shared__ LevelTable lv;
   __shared__ SlotTable<A, fwd_slots(LEVELS, POINTS, LOG2G)> table;
-  load_levels(lv, shapes, starts, dims.levels);
   const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
   const int points = POINTS > 0 ? POINTS : dims.points;
   const int G = 1 << log2g;
@@ -76,18 +89,42 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const A* ag = attn + mem_group * samples;
   const int chunk = LEVELS > 0 && LOG2G >= 0 ? fwd_chunk(LOG2G, LEVELS * POINTS) : max(G, kBatch);
 
+  // this lane's samples j0 + lane, j0 + lane + G, ... of a chunk: locations and attention weights
+  constexpr int kPerLane = LEVELS > 0 && LOG2G >= 0 ? fwd_per_lane(LOG2G, LEVELS * POINTS) : kBatch;
+  Pair<A> xy[kPerLane];
+  A aw[kPerLane];
+  const auto load_chunk = [&](int j0) {
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int i = lane + k * G;
+      if (i < chunk) {
+        const int j = min(j0 + i, samples - 1);
+        xy[k] = load_location(lg, j);
+        aw[k] = j0 + i < samples ? __ldg(ag + j) : A(0);
+      }
+    }
+  };
+  // multi-level compile-time shapes: the first chunk's inputs in flight with the level sizes (the
+  // one-level kernels, at 32 registers, would spill)
+  constexpr bool kEarly = LEVELS > 1;
+  if constexpr (kEarly) load_chunk(0);
+  load_level_sizes(lv, shapes, starts, dims.levels);
+  __syncthreads();
+
   A acc[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = A(0);
 #pragma unroll
   for (int j0 = 0; j0 < samples; j0 += chunk) {
+    if (!kEarly || j0 > 0) load_chunk(j0);
 #pragma unroll
-    for (int i = lane; i < chunk; i += G) {
+    for (int k = 0; k < kPerLane; ++k) {
+      const int i = lane + k * G;
+      if (i >= chunk) break;
       const int j = min(j0 + i, samples - 1);
       const int l = j / points;
-      const Corners<A> c = bilinear_corners<A>(__ldg(lg + 2 * j), __ldg(lg + 2 * j + 1), lv.height[l],
-                                               lv.width[l], lv.start[l]);
-      const A a = j0 + i < samples ? __ldg(ag + j) : A(0);
+      const Corners<A> c = bilinear_corners<A>(xy[k].x, xy[k].y, lv.height[l], lv.width[l], lv.start[l]);
+      const A a = aw[k];
       CornerWeights<A> cw;
 #pragma unroll
       for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
@@ -168,11 +205,15 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
     const int64_t* st = level_start_index.data_ptr<int64_t>();
     const bool off32 = geo.s * geo.m * geo.d < INT_MAX;
+    // (x, y) pairs are read with one load: a location tensor that starts between two (a view at an odd
+    // offset) is copied first
+    const bool pairs = reinterpret_cast<uintptr_t>(loc.data_ptr()) % (2 * sizeof(A)) == 0;
+    const at::Tensor loc_pairs = pairs ? loc : loc.clone();
     dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
       const auto run = [&](auto o32) {
         forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value,
                        decltype(o32)::value>
-            <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+            <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
       };
       if (off32) run(std::true_type{});
       else run(std::false_type{});
