@@ -141,7 +141,9 @@ struct TileDims {
   FastDiv by_m, by_levels, by_points, by_samples;  // x / m, x / levels, x / points, x / (levels x points)
 };
 
-// One thread per level, then a prefix over the levels.
+// One thread per level, then a prefix over the levels. DIVIDERS: also the per-level quotients of
+// tile_geom (the tile kernel's; two 64-bit divisions per level).
+template <bool DIVIDERS>
 __device__ __forceinline__ void build_tiles(TileTable& t, const int64_t* shapes, const int64_t* starts,
                                             const TileDims& d) {
   const int l = threadIdx.x;
@@ -153,8 +155,10 @@ __device__ __forceinline__ void build_tiles(TileTable& t, const int64_t* shapes,
     t.tiles_x[l] = (w + kSide - 1) >> kLog2Side;
     t.tiles[l] = t.tiles_x[l] * ((h + kSide - 1) >> kLog2Side);
     t.capacity[l] = t.tiles[l] > 0 ? 4 * d.lq * d.points / t.tiles[l] : 0;
-    t.by_tiles[l] = FastDiv::of(t.tiles[l]);
-    t.by_tiles_x[l] = FastDiv::of(t.tiles_x[l]);
+    if constexpr (DIVIDERS) {
+      t.by_tiles[l] = FastDiv::of(t.tiles[l]);
+      t.by_tiles_x[l] = FastDiv::of(t.tiles_x[l]);
+    }
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -244,6 +248,30 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
   return before + inclusive - x;
 }
 
+// The samples of a binning work item (chunk `chunk` of kBinRounds x THREADS (query, point) pairs of
+// segment `nml`), kBinRounds per thread: memory index and location ((-1, -1), outside the window,
+// past the level's pairs). Loaded first, so that the loads overlap the block's set-up.
+struct BinSamples {
+  float2 xy[kBinRounds];
+  int e[kBinRounds];
+};
+
+template <int THREADS>
+__device__ __forceinline__ BinSamples load_bin_samples(int nml, int chunk, const float* __restrict__ loc,
+                                                       const TileDims& d) {
+  const int nm = d.by_levels(nml), l = nml - nm * d.levels;
+  const int n = d.by_m(nm), m = nm - n * d.m;
+  BinSamples s;
+#pragma unroll
+  for (int r = 0; r < kBinRounds; ++r) {
+    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
+    const int q = d.by_points(i), p = i - q * d.points;
+    s.e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
+    s.xy[r] = i < d.lq * d.points ? reinterpret_cast<const float2*>(loc)[s.e[r]] : make_float2(-1.f, -1.f);
+  }
+  return s;
+}
+
 // Work items of the binning by blocks of THREADS: chunks of kBinRounds x THREADS (query, point)
 // pairs per (batch, head, level) segment.
 template <int THREADS>
@@ -265,31 +293,21 @@ __host__ __device__ __forceinline__ int bin_chunks(int pairs_per_level) {
 // global atomics (per warp and tile) instead of the shared histogram. `scratch`: THREADS / 32 ints;
 // `overflowed`: a shared flag (one pass).
 template <int THREADS, bool REFILL>
-__device__ __forceinline__ void bin_item(int nml, int chunk, int& scanned, const float* __restrict__ loc,
+__device__ __forceinline__ void bin_item(int nml, int chunk, const BinSamples& in, int& scanned,
                                          const BinBuffers& buf, int* __restrict__ bins, float* __restrict__ grad_loc,
                                          float* __restrict__ grad_attn, const TileDims& d, int hist_size, int* hist,
                                          const TileTable& tt, int* scratch, int& overflowed) {
   const int lane = threadIdx.x & 31;
   const int per_level = d.lq * d.points;
   const int region = 4 * per_level;
-  if (REFILL && buf.overflow[nml] == 0) return;
   const int nm = d.by_levels(nml), l = nml - nm * d.levels;
-  const int n = d.by_m(nm), m = nm - n * d.m;
   const int height = tt.height[l], width = tt.width[l], tiles_x = tt.tiles_x[l], tiles = tt.tiles[l];
   const int bin0 = nm * tt.tile_start[d.levels] + tt.tile_start[l];  // bin of the level's tile 0
   const int capacity = tt.capacity[l];
   int* const segment_bins = bins + static_cast<int64_t>(nml) * region;
   const bool shared_hist = tiles <= hist_size;
-  // all locations of the block's samples first (their loads in flight together)
-  float2 xy[kBinRounds];
-  int e[kBinRounds];
-#pragma unroll
-  for (int r = 0; r < kBinRounds; ++r) {
-    const int i = (chunk * kBinRounds + r) * THREADS + threadIdx.x;
-    const int q = d.by_points(i), p = i - q * d.points;
-    e[r] = ((n * d.lq + q) * d.m + m) * (d.levels * d.points) + l * d.points + p;
-    xy[r] = i < per_level ? reinterpret_cast<const float2*>(loc)[e[r]] : make_float2(-1.f, -1.f);
-  }
+  const float2* const xy = in.xy;
+  const int* const e = in.e;
   // claims a slot for each entry of a sample from counters[tile] (the home tile once per warp and
   // tile, lanes of one home ranked among themselves; the others one by one) and calls use(k, tile,
   // slot) for entry k
@@ -408,11 +426,13 @@ __global__ void __launch_bounds__(kBinThreads, MSDA_BIN_MIN_BLOCKS) tile_bin_ker
   __shared__ int overflowed;  // a bin of the current segment outgrew its capacity
   if (threadIdx.x == 0) overflowed = 0;
   start_next_kernel();
-  build_tiles(tt, shapes, starts, d);
+  BinSamples in = load_bin_samples<kBinThreads>(blockIdx.y, blockIdx.x, loc, d);  // (in flight during the set-up)
+  build_tiles<false>(tt, shapes, starts, d);
   const int segments = d.n * d.m * d.levels;
   int scanned = -1;  // (REFILL only)
   for (int nml = blockIdx.y; nml < segments; nml += gridDim.y) {
-    bin_item<kBinThreads, false>(nml, blockIdx.x, scanned, loc, buf, bins, grad_loc, grad_attn, d, hist_size, hist, tt,
+    if (nml != static_cast<int>(blockIdx.y)) in = load_bin_samples<kBinThreads>(nml, blockIdx.x, loc, d);
+    bin_item<kBinThreads, false>(nml, blockIdx.x, in, scanned, buf, bins, grad_loc, grad_attn, d, hist_size, hist, tt,
                                  scratch, overflowed);
   }
 }
@@ -444,8 +464,11 @@ __device__ __noinline__ void rebin_overflowed(const float* __restrict__ loc, Bin
     const int claimed = item;
     __syncthreads();
     if (claimed >= items) break;
-    bin_item<kTileThreads, true>(claimed / chunks, claimed % chunks, scanned, loc, buf, bins, nullptr, nullptr, d,
-                                 hist_size, hist, tt, scratch, overflowed);
+    const int nml = claimed / chunks, chunk = claimed - nml * chunks;
+    if (buf.overflow[nml] != 0) {  // (the same for the whole block)
+      bin_item<kTileThreads, true>(nml, chunk, load_bin_samples<kTileThreads>(nml, chunk, loc, d), scanned, buf, bins,
+                                   nullptr, nullptr, d, hist_size, hist, tt, scratch, overflowed);
+    }
     ++done;
   }
   __threadfence();  // this block's entries and bin starts before its count
@@ -636,7 +659,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
   __shared__ TileTable tt;
   __shared__ WorkSlot slots[3];  // a ring: this tile, the next, the one after (written during this one)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  build_tiles(tt, shapes, starts, d);
+  build_tiles<true>(tt, shapes, starts, d);
   const int total = d.n * d.m * tt.tile_start[d.levels];
   if (static_cast<int>(blockIdx.x) >= total) return;
   // the first tile's value rows need nothing from the previous kernel: copied while it drains
