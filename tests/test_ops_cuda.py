@@ -136,31 +136,28 @@ def test_value_of_more_than_2_to_the_31_elements(dtype, deterministic, poisoned_
     assert int(grad_value[:, :first].count_nonzero()) == 0  # written (not NaN), and zero
 
 
+def one_element_past(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous copy of ``t`` in ``dtype`` that starts one element past an allocation's start."""
+    storage = torch.empty(t.numel() + 1, dtype=dtype, device=t.device)
+    return storage[1:].view_as(t).copy_(t)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_misaligned_value_takes_the_scalar_path(dtype, poisoned_memory):
+@pytest.mark.parametrize("shifted", ["value", "locations"])
+def test_misaligned_inputs(shifted, dtype, poisoned_memory):
+    """A value that is not 16-byte aligned takes the scalar path; locations that start between two
+    (x, y) pairs are copied by the forward (which reads a pair with one load) and take the
+    query-centric backward."""
     case = CASES[2]
     value, shapes, starts, loc, weights = make_inputs(case, seed=3, dtype=dtype, device="cuda")
-    storage = torch.empty(value.numel() + 1, dtype=dtype, device="cuda")
-    shifted = storage[1:].view_as(value).copy_(value)  # contiguous, not 16-byte aligned
-    assert shifted.data_ptr() % 16 != 0
+    if shifted == "value":
+        args = (one_element_past(value, dtype), loc)
+        assert args[0].data_ptr() % 16 != 0
+    else:
+        args = (value, one_element_past(loc, torch.float32))  # (run_native passes fp32 on)
+        assert args[1].data_ptr() % 8 != 0
     grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda").to(dtype)
-    got = run_native(shifted, shapes, starts, loc, weights, grad_out, False)
-    ref = oracle(value, shapes, starts, loc, weights, grad_out)
-    for x, want in zip(got, ref):
-        assert rel_err(x, want) < TOLERANCE[dtype]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_locations_at_an_odd_offset(dtype, poisoned_memory):
-    """Locations that start between two (x, y) pairs (a view at an odd offset): the forward reads
-    pairs with one load and copies such a tensor first; the backward takes the query-centric path."""
-    case = CASES[2]
-    value, shapes, starts, loc, weights = make_inputs(case, seed=4, dtype=dtype, device="cuda")
-    storage = torch.empty(loc.numel() + 1, dtype=torch.float32, device="cuda")  # (run_native passes fp32 on)
-    shifted = storage[1:].view_as(loc).copy_(loc)  # contiguous, 4 bytes past a pair
-    assert shifted.data_ptr() % 8 != 0
-    grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda").to(dtype)
-    got = run_native(value, shapes, starts, shifted, weights, grad_out, False)
+    got = run_native(args[0], shapes, starts, args[1], weights, grad_out, False)
     ref = oracle(value, shapes, starts, loc, weights, grad_out)
     for x, want in zip(got, ref):
         assert rel_err(x, want) < TOLERANCE[dtype]
