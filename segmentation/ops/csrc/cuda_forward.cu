@@ -95,12 +95,12 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   A aw[kPerLane];
   const auto load_chunk = [&](int j0) {
 #pragma unroll
-    for (int k = 0; k < kPerLane; ++k) {
-      const int i = lane + k * G;
+    for (int u = 0; u < kPerLane; ++u) {
+      const int i = lane + u * G;
       if (i < chunk) {
         const int j = min(j0 + i, samples - 1);
-        xy[k] = load_location(lg, j);
-        aw[k] = j0 + i < samples ? __ldg(ag + j) : A(0);
+        xy[u] = load_location(lg, j);
+        aw[u] = j0 + i < samples ? __ldg(ag + j) : A(0);
       }
     }
   };
@@ -118,13 +118,13 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   for (int j0 = 0; j0 < samples; j0 += chunk) {
     if (!kEarly || j0 > 0) load_chunk(j0);
 #pragma unroll
-    for (int k = 0; k < kPerLane; ++k) {
-      const int i = lane + k * G;
+    for (int u = 0; u < kPerLane; ++u) {
+      const int i = lane + u * G;
       if (i >= chunk) break;
       const int j = min(j0 + i, samples - 1);
       const int l = j / points;
-      const Corners<A> c = bilinear_corners<A>(xy[k].x, xy[k].y, lv.height[l], lv.width[l], lv.start[l]);
-      const A a = aw[k];
+      const Corners<A> c = bilinear_corners<A>(xy[u].x, xy[u].y, lv.height[l], lv.width[l], lv.start[l]);
+      const A a = aw[u];
       CornerWeights<A> cw;
 #pragma unroll
       for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
