@@ -291,7 +291,7 @@ __host__ __device__ __forceinline__ int bin_chunks(int pairs_per_level) {
 // the tile kernel; `scanned`: the segment whose starts the block holds), shares claimed on
 // cursors[]. `hist`: hist_size ints of shared memory; a level with more tiles than that takes
 // global atomics (per warp and tile) instead of the shared histogram. `scratch`: THREADS / 32 ints;
-// `overflowed`: a shared flag (one pass).
+// `overflowed`: a shared flag (one pass). `in`: the item's samples (load_bin_samples).
 template <int THREADS, bool REFILL>
 __device__ __forceinline__ void bin_item(int nml, int chunk, const BinSamples& in, int& scanned,
                                          const BinBuffers& buf, int* __restrict__ bins, float* __restrict__ grad_loc,
@@ -622,7 +622,9 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], unsigned addres
 // 4 x 4 transpose of 32-bit words within each quad of lanes (t = lane % 4): lane t holds w[i] =
 // word t of row i; returns words 0-3 of row t (word s from lane s). Round k exchanges with lane t ^ k.
 __device__ __forceinline__ uint4 quad_transpose(const unsigned w[4], int t) {
-  const auto select = [](const unsigned* v, int i) { return (i & 2) ? ((i & 1) ? v[3] : v[2]) : ((i & 1) ? v[1] : v[0]); };
+  const auto select = [](const unsigned* v, int i) {
+    return (i & 2) ? ((i & 1) ? v[3] : v[2]) : ((i & 1) ? v[1] : v[0]);
+  };
   unsigned got[4];  // got[k]: word t ^ k of row t, from lane t ^ k
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
