@@ -849,7 +849,7 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
     // of a row hold its channels 8j + 2t, 8j + 2t + 1 (n-tile j). Without split-K (head dims of 4k
     // n-tiles), the four first exchange them (quad_transpose) so that lane t stores the 16 bytes of
     // n-tile 4g + t: a warp's store writes 8 whole rows instead of 16-byte pieces of them, which
-    // takes 2 us off the injector's tile kernel (4-byte stores occupy the L1 pipe that the shared
+    // takes 1.7 us off the injector's tile kernel (4-byte stores occupy the L1 pipe that the shared
     // memory uses); the split-K kernel, at its register cap, lost 2.5 us with it (docs/ops.md).
     if (!SPLIT || !(warp >> 1)) {
       T* const first = tile_row0<D>(grad_value, tg, tt, d);
