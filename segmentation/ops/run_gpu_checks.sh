@@ -21,7 +21,7 @@ ln -s "$repo/segmentation/ops" "$tmp/ms_deform_attn"
 export PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
-variants=("-DMSDA_FWD_MIN_BLOCKS=10" "-DMSDA_BATCH=3")
+variants=("-DMSDA_FWD_PDL=1" "-DMSDA_FWD_PDL=0")
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 
@@ -60,12 +60,12 @@ python -m ms_deform_attn.benchmark --device cpu --scale 2 --dtypes fp32 --batche
   for level in 0 1 2 -1; do python -m ms_deform_attn.profile_kernels --shape injector --only-level $level; echo; done
 } 2>/dev/null > "$out/profile.txt"
 
-subset=(--backends native --dtypes bf16 --batches 1 2 --modes fwd+bwd)
+subset=(--backends native --dtypes bf16 --batches 1 2 --modes fwd fwd+bwd)
 { for i in "${!variants[@]}"; do
     echo "## variant ${variants[$i]}"
     tail -1 "$tmp/variant$i.log"
     MS_DEFORM_ATTN_BUILD_DIR="$tmp/variant$i" MS_DEFORM_ATTN_NVCC_FLAGS="${variants[$i]}" \
-      python -m ms_deform_attn.benchmark "${subset[@]}" 2>&1 | tail -10
+      python -m ms_deform_attn.benchmark "${subset[@]}" 2>&1 | grep "^|"
   done; } > "$out/variants.md" 2>&1
 
 cat > "$tmp/ncu_step.py" <<'PY'

@@ -80,21 +80,6 @@ static_assert(kRows * kCoefPitch * 2 >= kMaxHist * 4, "rebin_overflowed's histog
 #define MSDA_TILE_GRID_PER_SM 4
 #endif
 
-// Programmatic dependent launch (sm_90): the fill and tile kernels are launched to start while the
-// kernel before them drains (launch_after); they run their set-up, then wait for its results here.
-__device__ __forceinline__ void wait_for_previous_kernel() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-// Lets the next kernel of the stream (launched with launch_after) start its set-up.
-__device__ __forceinline__ void start_next_kernel() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
-}
-
 // Zeroes n ints (grid-stride, 4 per thread and step); lets the next kernel start at once (it waits
 // for this one before its first atomic).
 __global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n) {
@@ -888,31 +873,6 @@ __global__ void __launch_bounds__(kTileThreads, MSDA_TILE_MIN_BLOCKS) tile_grad_
 }
 
 template <int X> using IntC = std::integral_constant<int, X>;
-
-// Launches kernel on stream; with `dependent`, as a programmatic dependent launch (sm_90: it may
-// start while the previous kernel drains and waits in wait_for_previous_kernel).
-template <typename... Params, typename... Args>
-void launch_after(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool dependent,
-                  Args... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = dependent ? 1 : 0;
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
-}
-
-// Compute capability (major) of the tensor's GPU.
-int capability_major(const at::Tensor& t) {
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.get_device()));
-  return major;
-}
 
 }  // namespace
 

@@ -36,6 +36,9 @@ namespace {
 constexpr int kThreads = MSDA_THREADS;
 constexpr int kBatch = MSDA_BATCH;  // samples whose gathers are in flight together
 constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
+#ifndef MSDA_FWD_PDL  // the forward's launch on sm_90: 0 plain, 1 dependent, 2 dependent + early trigger
+#define MSDA_FWD_PDL 2
+#endif
 #ifndef MSDA_FWD_MIN_BLOCKS  // the forward's compile-time kernels of more than one level (the injector's 3)
 #define MSDA_FWD_MIN_BLOCKS 8
 #endif
@@ -287,6 +290,47 @@ void dispatch_shape(bool aligned, const Dims& dims, F&& f) {
   }
   if (aligned) return f(std::true_type{}, Int<0>{}, Int<0>{}, Int<-1>{});
   f(std::false_type{}, Int<0>{}, Int<0>{}, Int<-1>{});
+}
+
+// Programmatic dependent launch (sm_90): the forward and the backward's kernels are launched to start
+// while the kernel before them drains (launch_after); they run their set-up (only what reads no
+// memory the kernels before may write), then wait for its results here.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel of the stream (launched with launch_after) start its set-up.
+__device__ __forceinline__ void start_next_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+// Launches kernel on stream; with `dependent`, as a programmatic dependent launch (sm_90: it may
+// start while the previous kernel drains and waits in wait_for_previous_kernel).
+template <typename... Params, typename... Args>
+void launch_after(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool dependent,
+                  Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = dependent ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
+// Compute capability (major) of the tensor's GPU.
+inline int capability_major(const at::Tensor& t) {
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.get_device()));
+  return major;
 }
 
 }  // namespace

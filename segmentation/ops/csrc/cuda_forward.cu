@@ -89,6 +89,15 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const A* ag = attn + mem_group * samples;
   const int chunk = LEVELS > 0 && LOG2G >= 0 ? fwd_chunk(LOG2G, LEVELS * POINTS) : max(G, kBatch);
 
+  // Launched as a dependent (sm_90): the blocks are resident while the kernel before drains and wait
+  // for it before their first load. Then they let the next kernel start its set-up (the backward's
+  // zeroing and binning, which read only what was written before this kernel started).
+#if MSDA_FWD_PDL >= 1
+  wait_for_previous_kernel();
+#endif
+#if MSDA_FWD_PDL == 2
+  start_next_kernel();
+#endif
   // this lane's samples j0 + lane, j0 + lane + G, ... of a chunk: locations and attention weights
   constexpr int kPerLane = LEVELS > 0 && LOG2G >= 0 ? fwd_per_lane(LOG2G, LEVELS * POINTS) : kBatch;
   Pair<A> xy[kPerLane];
@@ -205,15 +214,17 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
     const int64_t* st = level_start_index.data_ptr<int64_t>();
     const bool off32 = geo.s * geo.m * geo.d < INT_MAX;
+    const bool dependent = capability_major(value) >= 9;
     // (x, y) pairs are read with one load: a location tensor that starts between two (a view at an odd
     // offset) is copied first
     const bool pairs = reinterpret_cast<uintptr_t>(loc.data_ptr()) % (2 * sizeof(A)) == 0;
     const at::Tensor loc_pairs = pairs ? loc : loc.clone();
     dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
       const auto run = [&](auto o32) {
-        forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value, decltype(lg)::value,
-                       decltype(o32)::value>
-            <<<blocks, kThreads, 0, stream>>>(val, shp, st, loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+        launch_after(forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value,
+                                    decltype(lg)::value, decltype(o32)::value>,
+                     blocks, kThreads, 0, stream, MSDA_FWD_PDL >= 1 && dependent, val, shp, st,
+                     loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
       };
       if (off32) run(std::true_type{});
       else run(std::false_type{});
