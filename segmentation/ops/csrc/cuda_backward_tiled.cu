@@ -55,7 +55,7 @@ namespace {
 
 constexpr int kBinThreads = 256;
 #ifndef MSDA_BIN_ROUNDS  // samples per thread of the bin kernels; docs/ops.md
-#define MSDA_BIN_ROUNDS 2
+#define MSDA_BIN_ROUNDS 3
 #endif
 constexpr int kBinRounds = MSDA_BIN_ROUNDS;
 static_assert(kBinRounds * kBinThreads <= 1 << 16, "tile_bin_kernel keeps a block's slots in 16 bits");
