@@ -163,6 +163,50 @@ def test_misaligned_inputs(shifted, dtype, poisoned_memory):
         assert rel_err(x, want) < TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("last", ["loc", "value"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_inputs_written_by_the_kernel_just_before(dtype, last):
+    """On sm_90 the kernels start while the kernel before them drains (dependent launches) and wait
+    for it before they read what it may write. Here the operators' inputs are rewritten in place by
+    elementwise kernels right before each call (`last` written last), and the backward (without
+    `saved_inputs`, the raw operator's default) gets other locations and values than the forward:
+    every round must give what the same inputs give with the device synchronised between the writes
+    and the call (a read before the wait could see the previous round's inputs)."""
+    case = Case(2, ((96, 80), (48, 40), (24, 20)), 5000, 8, 32, 4)
+    rounds = []
+    for seed in range(4):
+        value, shapes, starts, loc, weights = make_inputs(case, seed=30 + seed, dtype=dtype, device="cuda")
+        grad_out = torch.randn(case.n, case.lq, case.m * case.d, device="cuda").to(dtype)
+        rounds.append((value, loc, weights.float(), grad_out))
+    buffers = [t.clone() for t in rounds[0]]  # value, loc, weights, grad_out: rewritten every round
+
+    def write(sources, order):
+        for k in order:
+            torch.mul(sources[k], 1, out=buffers[k])  # one elementwise kernel each
+
+    def call(r: int, sync: bool) -> list[torch.Tensor]:
+        order = (2, 0, 1) if last == "loc" else (2, 1, 0)
+        write(rounds[r], order)
+        if sync:
+            torch.cuda.synchronize()
+        out = torch.ops.ms_deform_attn.forward(buffers[0], shapes, starts, buffers[1], buffers[2]).clone()
+        other = rounds[(r + 1) % len(rounds)]
+        write(rounds[r], (3,))
+        write(other, order[1:])  # the backward's value and locations: the next round's
+        if sync:
+            torch.cuda.synchronize()
+        grads = torch.ops.ms_deform_attn.backward(buffers[3], buffers[0], shapes, starts, buffers[1], buffers[2],
+                                                  False)
+        return [out, *(g.clone() for g in grads)]
+
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    for r in range(len(rounds)):
+        raced = call(r, sync=False)
+        want = call(r, sync=True)
+        for name, x, y in zip(("out", "grad_value", "grad_loc", "grad_weights"), raced, want):
+            assert rel_err(x, y.double().cpu()) < tolerance, f"round {r}: {name}"
+
+
 def test_no_batch_limit():
     """65 samples (the classic kernel's im2col_step is 64 and needs divisibility)."""
     case = Case(65, ((5, 3), (2, 2)), 4, 2, 8, 2)

@@ -5,8 +5,10 @@ Operators (schemas defined here, kernels registered by the compiled libraries fo
 * ``ms_deform_attn::forward(value, spatial_shapes, level_start_index, sampling_locations,
   attention_weights) -> Tensor`` (N, Lq, M * D);
 * ``ms_deform_attn::backward(grad_output, value, spatial_shapes, level_start_index,
-  sampling_locations, attention_weights, deterministic) -> (grad_value, grad_locations,
-  grad_weights)``.
+  sampling_locations, attention_weights, deterministic, saved_inputs=False) -> (grad_value,
+  grad_locations, grad_weights)``. ``saved_inputs``: value, locations and shapes were written before
+  the forward ran (autograd passes its saved tensors), so on sm_90 the backward's kernels may read
+  them while the kernel before them drains; without it they wait for that kernel first.
 
 Locations and weights must already be in the accumulation dtype (fp32; fp64 for fp64 values);
 :func:`native_forward` does that cast, so autograd casts their gradients back. The fake
@@ -52,7 +54,7 @@ def _register_operators() -> None:
                     "Tensor sampling_locations, Tensor attention_weights) -> Tensor")
     _LIBRARY.define("backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
                     "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights, "
-                    "bool deterministic) -> (Tensor, Tensor, Tensor)")
+                    "bool deterministic, bool saved_inputs=False) -> (Tensor, Tensor, Tensor)")
 
     @torch.library.register_fake(f"{NAMESPACE}::forward", lib=_LIBRARY)
     def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -61,7 +63,7 @@ def _register_operators() -> None:
 
     @torch.library.register_fake(f"{NAMESPACE}::backward", lib=_LIBRARY)
     def _backward_fake(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
-                       attention_weights, deterministic):
+                       attention_weights, deterministic, saved_inputs=False):
         return (torch.empty_like(value), torch.empty_like(sampling_locations),
                 torch.empty_like(attention_weights))
 
@@ -73,7 +75,7 @@ def _register_operators() -> None:
         value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
         grad_value, grad_locations, grad_weights = torch.ops.ms_deform_attn.backward(
             grad_output.contiguous(), value, spatial_shapes, level_start_index, locations, weights,
-            ctx.deterministic)
+            ctx.deterministic, True)
         return grad_value, None, None, grad_locations, grad_weights
 
     torch.library.register_autograd(f"{NAMESPACE}::forward", _backward, setup_context=_setup_context,

@@ -128,7 +128,8 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn, bool /*deterministic*/) {
+    const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn, bool /*deterministic*/,
+    bool /*saved_inputs*/) {
   const Geometry g = check_args(value, spatial_shapes, level_start_index, loc, attn);
   TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.numel() == g.n * g.lq * g.m * g.d,

@@ -21,7 +21,8 @@
 //    On sm_90 all three kernels are dependent launches: a block starts while
 //    the kernel before it drains (the one-pass kernel loads its locations and builds its histogram
 //    then) and waits for that kernel before touching memory that kernel writes (or, for the zeroing,
-//    may still read).
+//    may still read). The zeroing lets the binning start before its own wait only for autograd's
+//    saved inputs (`saved_inputs`: written before the forward), which that set-up reads.
 // 2. tile_grad_kernel: persistent blocks of 4 warps take tiles from an atomic counter (levels from
 //    the last, usually coarsest and densest, to the first; two tiles ahead). Per tile the value rows
 //    (and a one-row halo) are copied to shared memory with cp.async, during the previous tile's last
@@ -80,11 +81,14 @@ static_assert(kRows * kCoefPitch * 2 >= kMaxHist * 4, "rebin_overflowed's histog
 #define MSDA_TILE_GRID_PER_SM 4
 #endif
 
-// Zeroes n ints (grid-stride, 4 per thread and step); lets the next kernel start at once (it waits
-// for this one before its first atomic).
-__global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n) {
-  start_next_kernel();
-  wait_for_previous_kernel();  // (launched as a dependent: the kernel before, which may use this memory)
+// Zeroes n ints (grid-stride, 4 per thread and step) once the kernel before it (which may use this
+// memory) has completed. Lets the next kernel start at once with `early` (its set-up then reads the
+// backward's inputs while that kernel drains: they must have been written before it, as autograd's
+// saved tensors were), else after that wait (2.5 us later on the injector).
+__global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n, bool early) {
+  if (early) start_next_kernel();
+  wait_for_previous_kernel();
+  if (!early) start_next_kernel();
   for (int64_t i = (static_cast<int64_t>(blockIdx.x) * 256 + threadIdx.x) * 4; i < n; i += static_cast<int64_t>(gridDim.x) * 1024) {
     if (i + 4 <= n && (reinterpret_cast<uintptr_t>(p + i) & 15) == 0) {
       *reinterpret_cast<int4*>(p + i) = make_int4(0, 0, 0, 0);
@@ -887,7 +891,8 @@ bool tiled_supported(const at::Tensor& grad_output, const at::Tensor& value, con
 
 at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
                           const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn,
-                          const at::Tensor& grad_loc, const at::Tensor& grad_attn, const Geometry& geo) {
+                          const at::Tensor& grad_loc, const at::Tensor& grad_attn, const Geometry& geo,
+                          bool saved_inputs) {
   TORCH_CHECK(tiled_supported(grad_output, value, loc, geo), "ms_deform_attn: the tiled backward takes 16-byte aligned "
               "fp16 / bf16 values of head dim 8, 16, 32 or 64");
   const int64_t samples = geo.n * geo.lq * geo.m * geo.levels * geo.points;
@@ -915,7 +920,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   {
     const int64_t ints = BinBuffers::zeroed(bins, segments);
     launch_after(zero_ints, static_cast<unsigned>(std::min<int64_t>((ints + 1023) / 1024, 65535)), 256, 0, stream,
-                 dependent, bookkeeping.data_ptr<int>(), ints);
+                 dependent, bookkeeping.data_ptr<int>(), ints, saved_inputs);
   }
   const BinBuffers buf(bookkeeping.data_ptr<int>(), bins, segments);
   at::Tensor entries = at::empty({std::max<int64_t>(samples * 4, 1)}, int_opts);  // home + at most 3 dups

@@ -27,7 +27,8 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn, bool deterministic) {
+    const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn, bool deterministic,
+    bool saved_inputs) {
   const Geometry geo = check_args(value, spatial_shapes, level_start_index, loc, attn);
   TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.numel() == geo.n * geo.lq * geo.m * geo.d && grad_output.device() == value.device(),
@@ -41,12 +42,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     return {at::zeros_like(value), grad_loc, grad_attn};
   }
   const bool full = value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble;
-  const auto backward = deterministic ? backward_sorted
-                        : full        ? backward_atomic
-                        : tiled_supported(grad_output, value, loc, geo) ? backward_tiled
-                                                                        : backward_sorted;
-  at::Tensor grad_value = backward(grad_output, value, spatial_shapes, level_start_index, loc, attn, grad_loc,
-                                   grad_attn, geo);
+  at::Tensor grad_value;
+  if (!deterministic && !full && tiled_supported(grad_output, value, loc, geo)) {
+    grad_value = backward_tiled(grad_output, value, spatial_shapes, level_start_index, loc, attn, grad_loc, grad_attn,
+                                geo, saved_inputs);
+  } else {
+    const auto backward = deterministic || !full ? backward_sorted : backward_atomic;
+    grad_value = backward(grad_output, value, spatial_shapes, level_start_index, loc, attn, grad_loc, grad_attn, geo);
+  }
   return {grad_value, grad_loc, grad_attn};
 }
 
