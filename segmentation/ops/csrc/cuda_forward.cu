@@ -90,8 +90,9 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const int chunk = LEVELS > 0 && LOG2G >= 0 ? fwd_chunk(LOG2G, LEVELS * POINTS) : max(G, kBatch);
 
   // Launched as a dependent (sm_90): the blocks are resident while the kernel before drains and wait
-  // for it before their first load. Then they let the next kernel start its set-up (the backward's
-  // zeroing and binning, which read only what was written before this kernel started).
+  // for it before their first load. Then they let the next kernel start: where that is the backward's
+  // zeroing, it waits for this kernel before writing, and lets the binning set up early only for
+  // autograd's saved inputs (written before this kernel started; `saved_inputs`).
 #if MSDA_FWD_PDL >= 1
   wait_for_previous_kernel();
 #endif
