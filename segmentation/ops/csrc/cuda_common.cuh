@@ -39,11 +39,17 @@ constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
 #ifndef MSDA_FWD_PDL  // the forward's launch on sm_90: 0 plain, 1 dependent, 2 dependent + early trigger
 #define MSDA_FWD_PDL 2
 #endif
+#ifndef MSDA_FWD_FILL_BY_ENTRY  // the forward's slot tables filled in entry order (stores without bank conflicts)
+#define MSDA_FWD_FILL_BY_ENTRY 1
+#endif
 #ifndef MSDA_FWD_MIN_BLOCKS  // the forward's compile-time kernels of more than one level (the injector's 3)
 #define MSDA_FWD_MIN_BLOCKS 8
 #endif
-#ifndef MSDA_FWD_MIN_BLOCKS_L1  // the forward's one-level kernels (the extractor's): 32 registers, full occupancy
-#define MSDA_FWD_MIN_BLOCKS_L1 16
+#ifndef MSDA_FWD_MIN_BLOCKS_L1  // the forward's one-level kernels (the extractor's): 40 registers
+#define MSDA_FWD_MIN_BLOCKS_L1 12
+#endif
+#ifndef MSDA_FWD_MEMORY_ORDER  // the forward's one-level kernels take their groups in memory order
+#define MSDA_FWD_MEMORY_ORDER 1
 #endif
 constexpr int min_blocks(int levels) { return levels == 1 ? MSDA_MIN_BLOCKS_L1 : kMinBlocks; }
 constexpr int forward_min_blocks(int levels) {

@@ -9,8 +9,7 @@ namespace msda {
 namespace {
 
 // Shared-memory slot table: a group of G lanes keeps one slot per sample of its current chunk
-// (fwd_chunk); lane k computes the slots k, k + G, ... and every lane of the group reads
-// them back. A slot is the four corner rows (-1 = zero) and their weights (attention weight x
+// (fwd_chunk), and every lane of the group reads them back. A slot is the four corner rows (-1 = zero) and their weights (attention weight x
 // bilinear weight), in two arrays indexed [warp][slot][group within the warp], so that the warp's
 // groups read their slot i from consecutive 16-byte entries (with one contiguous table per group,
 // slot i of every group of a warp fell into the same banks: 8-way conflicts for G = 4).
@@ -23,9 +22,9 @@ template <typename A, int SLOTS> struct SlotTable {
   CornerWeights<A> weights[SLOTS];
 };
 
-// Index of slot i of the calling lane's group (chunk slots per group).
-__device__ __forceinline__ int slot_index(int log2g, int chunk, int i) {
-  return ((static_cast<int>(threadIdx.x >> 5) * chunk + i) << (5 - log2g)) + static_cast<int>((threadIdx.x & 31) >> log2g);
+// Index of slot i of group `group` (within the calling lane's warp; chunk slots per group).
+__device__ __forceinline__ int slot_index(int log2g, int chunk, int i, int group) {
+  return ((static_cast<int>(threadIdx.x >> 5) * chunk + i) << (5 - log2g)) + group;
 }
 
 // Samples per chunk of a group: at least one per lane and kBatch; with compile-time shapes all of a
@@ -79,14 +78,42 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const bool active = group < dims.groups;
   int64_t n;
   int m;
-  const int64_t mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
+  // Work order: the one-level kernels (the extractor's map, 21 samples per value row and head) take
+  // the groups in memory order, a warp the heads of adjacent queries, whose locations, weights and
+  // output rows are contiguous (fewer L1 wavefronts than the gathers lose in locality); the others
+  // that of memory_group (a warp adjacent queries of one head).
+  constexpr bool kMemoryOrder = MSDA_FWD_MEMORY_ORDER && LEVELS == 1;
+  int64_t mem_group;
+  if constexpr (kMemoryOrder) {
+    mem_group = active ? group : dims.groups - 1;
+    if (dims.groups <= INT_MAX) {
+      const unsigned w = static_cast<unsigned>(mem_group);
+      n = w / static_cast<unsigned>(dims.lq * dims.m);
+      m = static_cast<int>(w % static_cast<unsigned>(dims.m));
+    } else {
+      n = mem_group / (static_cast<int64_t>(dims.lq) * dims.m);
+      m = static_cast<int>(mem_group % dims.m);
+    }
+  } else {
+    mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
+  }
   const bool has_ch = active && c0 < dims.d;
   const int valid = max(0, min(V, dims.d - c0));
   const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
   const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
   const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
-  const A* lg = loc + mem_group * samples * 2;
-  const A* ag = attn + mem_group * samples;
+  // The table fill: lane k x W + g of a warp (W = 32 / G groups per warp) computes the slots k, k + G,
+  // ... of the warp's group g, so that the 8 lanes of a store phase write 8 consecutive entries (no
+  // bank conflicts; with each lane filling its own group's slots, a phase wrote one column of slots).
+#if MSDA_FWD_FILL_BY_ENTRY
+  const int owner = static_cast<int>(threadIdx.x & ((32 >> log2g) - 1));
+  const int kl = static_cast<int>((threadIdx.x & 31) >> (5 - log2g));
+#else
+  const int owner = static_cast<int>((threadIdx.x & 31) >> log2g), kl = lane;
+#endif
+  const int64_t owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
+  const A* lg = loc + owner_group * samples * 2;
+  const A* ag = attn + owner_group * samples;
   const int chunk = LEVELS > 0 && LOG2G >= 0 ? fwd_chunk(LOG2G, LEVELS * POINTS) : max(G, kBatch);
 
   // Launched as a dependent (sm_90): the blocks are resident while the kernel before drains and wait
@@ -99,14 +126,14 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
 #if MSDA_FWD_PDL == 2
   start_next_kernel();
 #endif
-  // this lane's samples j0 + lane, j0 + lane + G, ... of a chunk: locations and attention weights
+  // the owner's samples j0 + kl, j0 + kl + G, ... of a chunk: locations and attention weights
   constexpr int kPerLane = LEVELS > 0 && LOG2G >= 0 ? fwd_per_lane(LOG2G, LEVELS * POINTS) : kBatch;
   Pair<A> xy[kPerLane];
   A aw[kPerLane];
   const auto load_chunk = [&](int j0) {
 #pragma unroll
     for (int u = 0; u < kPerLane; ++u) {
-      const int i = lane + u * G;
+      const int i = kl + u * G;
       if (i < chunk) {
         const int j = min(j0 + i, samples - 1);
         xy[u] = load_location(lg, j);
@@ -129,7 +156,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
     if (!kEarly || j0 > 0) load_chunk(j0);
 #pragma unroll
     for (int u = 0; u < kPerLane; ++u) {
-      const int i = lane + u * G;
+      const int i = kl + u * G;
       if (i >= chunk) break;
       const int j = min(j0 + i, samples - 1);
       const int l = j / points;
@@ -138,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       CornerWeights<A> cw;
 #pragma unroll
       for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
-      const int at = slot_index(log2g, chunk, i);
+      const int at = slot_index(log2g, chunk, i, owner);
       if constexpr (OFF32) {
         const int rs = static_cast<int>(row_stride);
         table.rows[at] = make_int4(c.s[0] < 0 ? -1 : c.s[0] * rs, c.s[1] < 0 ? -1 : c.s[1] * rs,
@@ -156,7 +183,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       A wgt[kBatch][4];
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
-        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1));
+        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), static_cast<int>((threadIdx.x & 31) >> log2g));
         const int4 row = table.rows[at];
         const CornerWeights<A> cw = table.weights[at];
         // the model's shapes: every lane has channels (lanes past the end read the last group's
