@@ -9,10 +9,11 @@ namespace msda {
 namespace {
 
 // Shared-memory slot table: a group of G lanes keeps one slot per sample of its current chunk
-// (fwd_chunk), and every lane of the group reads them back. A slot is the four corner rows (-1 = zero) and their weights (attention weight x
-// bilinear weight), in two arrays indexed [warp][slot][group within the warp], so that the warp's
-// groups read their slot i from consecutive 16-byte entries (with one contiguous table per group,
-// slot i of every group of a warp fell into the same banks: 8-way conflicts for G = 4).
+// (fwd_chunk), and every lane of the group reads them back. A slot is the four corner rows (-1 =
+// zero) and their weights (attention weight x bilinear weight), in two arrays indexed [warp][slot]
+// [group within the warp], so that the warp's groups read their slot i from consecutive 16-byte
+// entries (with one contiguous table per group, slot i of every group of a warp fell into the same
+// banks: 8-way conflicts for G = 4).
 template <typename A> struct alignas(16) CornerWeights {
   A w[4];
 };
@@ -105,11 +106,12 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   // The table fill: lane k x W + g of a warp (W = 32 / G groups per warp) computes the slots k, k + G,
   // ... of the warp's group g, so that the 8 lanes of a store phase write 8 consecutive entries (no
   // bank conflicts; with each lane filling its own group's slots, a phase wrote one column of slots).
+  const int own = static_cast<int>((threadIdx.x & 31) >> log2g);  // this lane's group within the warp
 #if MSDA_FWD_FILL_BY_ENTRY
   const int owner = static_cast<int>(threadIdx.x & ((32 >> log2g) - 1));
   const int kl = static_cast<int>((threadIdx.x & 31) >> (5 - log2g));
 #else
-  const int owner = static_cast<int>((threadIdx.x & 31) >> log2g), kl = lane;
+  const int owner = own, kl = lane;
 #endif
   const int64_t owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
   const A* lg = loc + owner_group * samples * 2;
@@ -183,7 +185,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       A wgt[kBatch][4];
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
-        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), static_cast<int>((threadIdx.x & 31) >> log2g));
+        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), own);
         const int4 row = table.rows[at];
         const CornerWeights<A> cw = table.weights[at];
         // the model's shapes: every lane has channels (lanes past the end read the last group's
