@@ -246,6 +246,19 @@ __device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, 
   return (*n * dims.lq + q) * dims.m + *m;
 }
 
+// The batch n and head m of the group at memory index mem ((n * Lq + q) * M + m), for kernels that
+// take the groups in memory order.
+__device__ __forceinline__ void batch_and_head(int64_t mem, const Dims& dims, int64_t* n, int* m) {
+  if (dims.groups <= INT_MAX) {  // 32-bit divisions, as in memory_group
+    const unsigned w = static_cast<unsigned>(mem);
+    *n = w / static_cast<unsigned>(dims.lq * dims.m);
+    *m = static_cast<int>(w % static_cast<unsigned>(dims.m));
+  } else {
+    *n = mem / (static_cast<int64_t>(dims.lq) * dims.m);
+    *m = static_cast<int>(mem % dims.m);
+  }
+}
+
 // One binned sample of the value gradient: contributes a * bilinear weight * grad_out[group] to
 // the four value rows around its cell.
 template <typename A> struct alignas(16) Entry {

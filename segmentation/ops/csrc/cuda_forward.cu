@@ -23,6 +23,9 @@ template <typename A, int SLOTS> struct SlotTable {
   CornerWeights<A> weights[SLOTS];
 };
 
+// The calling lane's group within its warp.
+__device__ __forceinline__ int group_in_warp(int log2g) { return static_cast<int>((threadIdx.x & 31) >> log2g); }
+
 // Index of slot i of group `group` (within the calling lane's warp; chunk slots per group).
 __device__ __forceinline__ int slot_index(int log2g, int chunk, int i, int group) {
   return ((static_cast<int>(threadIdx.x >> 5) * chunk + i) << (5 - log2g)) + group;
@@ -87,14 +90,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   int64_t mem_group;
   if constexpr (kMemoryOrder) {
     mem_group = active ? group : dims.groups - 1;
-    if (dims.groups <= INT_MAX) {
-      const unsigned w = static_cast<unsigned>(mem_group);
-      n = w / static_cast<unsigned>(dims.lq * dims.m);
-      m = static_cast<int>(w % static_cast<unsigned>(dims.m));
-    } else {
-      n = mem_group / (static_cast<int64_t>(dims.lq) * dims.m);
-      m = static_cast<int>(mem_group % dims.m);
-    }
+    batch_and_head(mem_group, dims, &n, &m);
   } else {
     mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
   }
@@ -106,12 +102,11 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   // The table fill: lane k x W + g of a warp (W = 32 / G groups per warp) computes the slots k, k + G,
   // ... of the warp's group g, so that the 8 lanes of a store phase write 8 consecutive entries (no
   // bank conflicts; with each lane filling its own group's slots, a phase wrote one column of slots).
-  const int own = static_cast<int>((threadIdx.x & 31) >> log2g);  // this lane's group within the warp
 #if MSDA_FWD_FILL_BY_ENTRY
   const int owner = static_cast<int>(threadIdx.x & ((32 >> log2g) - 1));
   const int kl = static_cast<int>((threadIdx.x & 31) >> (5 - log2g));
 #else
-  const int owner = own, kl = lane;
+  const int owner = group_in_warp(log2g), kl = lane;
 #endif
   const int64_t owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
   const A* lg = loc + owner_group * samples * 2;
@@ -144,7 +139,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
     }
   };
   // multi-level compile-time shapes: the first chunk's inputs in flight with the level sizes (the
-  // one-level kernels, at 32 registers, would spill)
+  // one-level kernels spilled with it at 32 registers, version 36; not tried at 40)
   constexpr bool kEarly = LEVELS > 1;
   if constexpr (kEarly) load_chunk(0);
   load_level_sizes(lv, shapes, starts, dims.levels);
@@ -185,7 +180,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       A wgt[kBatch][4];
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
-        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), own);
+        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), group_in_warp(log2g));
         const int4 row = table.rows[at];
         const CornerWeights<A> cw = table.weights[at];
         // the model's shapes: every lane has channels (lanes past the end read the last group's
