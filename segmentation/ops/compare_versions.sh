@@ -12,7 +12,7 @@
 # Default subset: --backends native --dtypes bf16 fp32 --batches 1 --modes fwd fwd+bwd.
 # PROFILE=1: also OUT_DIR/profiles.txt, GPU time per kernel of one batch-1 fwd+bwd (profile_kernels.py) of
 # both versions; NCU=1: also OUT_DIR/ncu.txt, Nsight Compute metrics (time, L1 hit rate, L1 / shared
-# wavefronts and bank conflicts, L2 sectors, registers) of the forward and the query-centric fp32
+# wavefronts and bank conflicts, L2 sectors, instructions and issue activity, registers) of the forward and the query-centric fp32
 # backward of both versions at both model shapes.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -63,7 +63,8 @@ step(); step(); torch.cuda.synchronize()"
   metrics=gpu__time_duration.sum,l1tex__t_sector_hit_rate.pct,l1tex__data_pipe_lsu_wavefronts.sum,\
 l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,\
 lts__t_sectors_srcunit_tex.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,\
-l1tex__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_executed.sum,launch__registers_per_thread
+l1tex__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active,\
+launch__registers_per_thread
   for v in old new; do
     for case in "0 bf16 fwd forward_kernel" "1 bf16 fwd forward_kernel" "0 fp32 fwd forward_kernel" \
                 "1 fp32 fwd forward_kernel" "0 fp32 fwd+bwd backward_kernel" "1 fp32 fwd+bwd backward_kernel"; do

@@ -265,8 +265,7 @@ at::Tensor backward_atomic(const at::Tensor& grad_output, const at::Tensor& valu
     using A = acc_t<T>;
     if constexpr (std::is_same_v<T, A>) {
       const int log2g = log2_group(geo.d, kVec<T>);
-      const Dims dims{groups, static_cast<int>(geo.s), static_cast<int>(geo.m), static_cast<int>(geo.d),
-                      static_cast<int>(geo.lq), static_cast<int>(geo.levels), static_cast<int>(geo.points), log2g};
+      const Dims dims = make_dims(geo, log2g);
       const bool aligned = geo.d % kVec<T> == 0 && aligned16(value) && aligned16(grad_output);
       const auto stream = c10::cuda::getCurrentCUDAStream();
       dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
@@ -297,8 +296,7 @@ at::Tensor backward_sorted(const at::Tensor& grad_output, const at::Tensor& valu
     using T = typename CudaType<S>::type;
     using A = acc_t<T>;
     const int log2g = log2_group(geo.d, kVec<T>);
-    const Dims dims{groups, static_cast<int>(geo.s), static_cast<int>(geo.m), static_cast<int>(geo.d),
-                    static_cast<int>(geo.lq), static_cast<int>(geo.levels), static_cast<int>(geo.points), log2g};
+    const Dims dims = make_dims(geo, log2g);
     const bool aligned = geo.d % kVec<T> == 0 && aligned16(value) && aligned16(grad_output);
     const auto stream = c10::cuda::getCurrentCUDAStream();
     const T* go = reinterpret_cast<const T*>(grad_output.data_ptr<S>());

@@ -98,25 +98,6 @@ __global__ void __launch_bounds__(256) zero_ints(int* __restrict__ p, int64_t n,
   }
 }
 
-// Division of ints in [0, 2^31) by a fixed divisor d >= 1: a multiply-high, an add and a shift
-// (Granlund-Montgomery, round-up variant; the magic number computed once, on the host or per block)
-// instead of the ~20-instruction integer division, for the per-sample and per-tile quotients of the
-// binning and tile kernels.
-struct FastDiv {
-  unsigned magic, shift;
-  __host__ __device__ static FastDiv of(int d) {
-    d = d < 1 ? 1 : d;  // (a size of 0: nothing is divided)
-    FastDiv f{0, 0};
-    while ((1u << f.shift) < static_cast<unsigned>(d)) ++f.shift;
-    const uint64_t divisor = static_cast<uint64_t>(d);
-    f.magic = static_cast<unsigned>((((uint64_t{1} << f.shift) - divisor) << 32) / divisor + 1);
-    return f;
-  }
-  __device__ __forceinline__ int operator()(int n) const {
-    return static_cast<int>((__umulhi(static_cast<unsigned>(n), magic) + static_cast<unsigned>(n)) >> shift);
-  }
-};
-
 struct TileTable {
   int height[kMaxLevels], width[kMaxLevels], start[kMaxLevels];
   int tiles_x[kMaxLevels], tiles[kMaxLevels];
@@ -928,8 +909,7 @@ at::Tensor backward_tiled(const at::Tensor& grad_output, const at::Tensor& value
   const dim3 bin_grid(bin_chunks<kBinThreads>(static_cast<int>(geo.lq * geo.points)),  // (< samples < INT_MAX / 4)
                       std::min<int64_t>(segments, 65535));
   const size_t hist_bytes = hist_size * sizeof(int);
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
+  const int sms = sm_count(value);
   if (samples > 0) {  // (segments whose bins overflow are binned again by the tile kernel's blocks)
     launch_after(tile_bin_kernel, bin_grid, kBinThreads, hist_bytes, stream, dependent, shp, st, lp, buf,
                  entries.data_ptr<int>(), glp, gap, dims, hist_size);

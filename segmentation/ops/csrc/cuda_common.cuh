@@ -167,13 +167,18 @@ __device__ uint4 kZeroRow;
 // Reads row `idx` of a lane's channels, or zeros for idx < 0. The load is unconditional (from
 // kZeroRow for idx < 0, chosen by address, not by a select after the load) so that the compiler
 // issues a whole batch of gathers before the first use.
-// row_stride: elements per row (int64_t), or Int<1> where idx is already an element offset.
+// row_stride: elements per row (int64_t), or ByteOffset where idx is already the row's byte offset
+// from base (the address is then one 32 + 64-bit add).
+struct ByteOffset {};
 template <typename T, bool ALIGNED, typename Stride>
 __device__ __forceinline__ void gather_row(LaneData<T, ALIGNED>& d, const T* base, int idx, Stride row_stride,
                                            int valid) {
   const T* row;
-  if constexpr (std::is_same_v<Stride, std::integral_constant<int, 1>>) row = base + idx;
-  else row = base + static_cast<int64_t>(idx) * row_stride;
+  if constexpr (std::is_same_v<Stride, ByteOffset>) {
+    row = reinterpret_cast<const T*>(reinterpret_cast<const char*>(base) + idx);
+  } else {
+    row = base + static_cast<int64_t>(idx) * row_stride;
+  }
   const T* p = idx >= 0 ? row : reinterpret_cast<const T*>(&kZeroRow);
   d.load(p, valid);
 }
@@ -219,20 +224,47 @@ __device__ __forceinline__ void load_levels(LevelTable& t, const int64_t* shapes
   __syncthreads();
 }
 
+// Division of ints in [0, 2^31) by a fixed divisor d >= 1: a multiply-high, an add and a shift
+// (Granlund-Montgomery, round-up variant; the magic number computed once, on the host or per block)
+// instead of the ~20-instruction integer division: the work coordinates of the query-centric kernels,
+// the per-sample and per-tile quotients of the binning and tile kernels.
+struct FastDiv {
+  unsigned magic, shift;
+  __host__ __device__ static FastDiv of(int d) {
+    d = d < 1 ? 1 : d;  // (a size of 0: nothing is divided)
+    FastDiv f{0, 0};
+    while ((1u << f.shift) < static_cast<unsigned>(d)) ++f.shift;
+    const uint64_t divisor = static_cast<uint64_t>(d);
+    f.magic = static_cast<unsigned>((((uint64_t{1} << f.shift) - divisor) << 32) / divisor + 1);
+    return f;
+  }
+  __device__ __forceinline__ int operator()(int n) const {
+    return static_cast<int>((__umulhi(static_cast<unsigned>(n), magic) + static_cast<unsigned>(n)) >> shift);
+  }
+};
+
 struct Dims {
   int64_t groups;  // N * Lq * M
   int s, m, d, lq, levels, points, log2g;
+  FastDiv by_m, by_lq, by_lq_m;  // x / M, x / Lq, x / (Lq x M) (used where groups <= INT_MAX)
 };
+
+Dims make_dims(const Geometry& geo, int log2g) {
+  return Dims{geo.n * geo.lq * geo.m, static_cast<int>(geo.s), static_cast<int>(geo.m), static_cast<int>(geo.d),
+              static_cast<int>(geo.lq), static_cast<int>(geo.levels), static_cast<int>(geo.points), log2g,
+              FastDiv::of(static_cast<int>(geo.m)), FastDiv::of(static_cast<int>(geo.lq)),
+              FastDiv::of(static_cast<int>(std::min<int64_t>(geo.lq * geo.m, INT_MAX)))};
+}
 
 // Work order of the (batch, query, head) groups: batch, head, query, so that a warp holds adjacent
 // queries of one head (their samples hit nearby value rows and the same gradient buckets).
 // Returns the group's index in memory order ((n * Lq + q) * M + m) and its n and m.
 __device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, int64_t* n, int* m) {
-  if (dims.groups <= INT_MAX) {  // 32-bit divisions (a 64-bit one is a long subroutine)
+  if (dims.groups <= INT_MAX) {  // 32-bit (a 64-bit division is a long subroutine)
     const unsigned per_batch = static_cast<unsigned>(dims.lq) * static_cast<unsigned>(dims.m);
     const unsigned w = static_cast<unsigned>(work);
-    const unsigned nn = w / per_batch, rest = w - nn * per_batch;
-    const unsigned mm = rest / static_cast<unsigned>(dims.lq);
+    const unsigned nn = dims.by_lq_m(static_cast<int>(w)), rest = w - nn * per_batch;
+    const unsigned mm = dims.by_lq(static_cast<int>(rest));
     const unsigned q = rest - mm * static_cast<unsigned>(dims.lq);
     *n = nn;
     *m = static_cast<int>(mm);
@@ -249,10 +281,10 @@ __device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, 
 // The batch n and head m of the group at memory index mem ((n * Lq + q) * M + m), for kernels that
 // take the groups in memory order.
 __device__ __forceinline__ void batch_and_head(int64_t mem, const Dims& dims, int64_t* n, int* m) {
-  if (dims.groups <= INT_MAX) {  // 32-bit divisions, as in memory_group
+  if (dims.groups <= INT_MAX) {  // 32-bit, as in memory_group
     const unsigned w = static_cast<unsigned>(mem);
-    *n = w / static_cast<unsigned>(dims.lq * dims.m);
-    *m = static_cast<int>(w % static_cast<unsigned>(dims.m));
+    *n = dims.by_lq_m(static_cast<int>(w));
+    *m = static_cast<int>(w - dims.by_m(static_cast<int>(w)) * static_cast<unsigned>(dims.m));
   } else {
     *n = mem / (static_cast<int64_t>(dims.lq) * dims.m);
     *m = static_cast<int>(mem % dims.m);
@@ -350,6 +382,13 @@ inline int capability_major(const at::Tensor& t) {
   int major = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.get_device()));
   return major;
+}
+
+// Streaming multiprocessors of the tensor's GPU.
+inline int sm_count(const at::Tensor& t) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, t.get_device()));
+  return sms;
 }
 
 }  // namespace

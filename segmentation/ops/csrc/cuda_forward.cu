@@ -58,10 +58,10 @@ __host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g) {
 
 // LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
 // shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time. OFF32: a batch
-// element's S * M * D elements fit in an int, and the slot table holds each corner's element offset
-// (row x M x D, computed once per sample by the lane that fills the slot) instead of its row, so
-// that a gather's address is one 32-bit x 64-bit multiply-add. The locations are aligned to (x, y)
-// pairs (launch_forward).
+// element's S * M * D elements take fewer than 2^31 bytes, and the slot table holds each corner's
+// byte offset (row x M x D x sizeof(T), computed once per sample by the lane that fills the slot)
+// instead of its row, so that a gather's address is one 32 + 64-bit add. The locations are aligned
+// to (x, y) pairs (launch_forward).
 template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32>
 __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
@@ -163,10 +163,9 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
 #pragma unroll
       for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
       const int at = slot_index(log2g, chunk, i, owner);
-      if constexpr (OFF32) {
-        const int rs = static_cast<int>(row_stride);
-        table.rows[at] = make_int4(c.s[0] < 0 ? -1 : c.s[0] * rs, c.s[1] < 0 ? -1 : c.s[1] * rs,
-                                   c.s[2] < 0 ? -1 : c.s[2] * rs, c.s[3] < 0 ? -1 : c.s[3] * rs);
+      if constexpr (OFF32) {  // byte offsets; a corner outside (row -1) stays negative
+        const int rs = static_cast<int>(row_stride * sizeof(T));
+        table.rows[at] = make_int4(c.s[0] * rs, c.s[1] * rs, c.s[2] * rs, c.s[3] * rs);
       } else {
         table.rows[at] = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
       }
@@ -198,7 +197,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       for (int b = 0; b < kBatch; ++b) {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          if constexpr (OFF32) gather_row(data[b][k], vbase, idx[b][k], Int<1>{}, valid);
+          if constexpr (OFF32) gather_row(data[b][k], vbase, idx[b][k], ByteOffset{}, valid);
           else gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
         }
       }
@@ -216,7 +215,12 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
     }
     __syncwarp();
   }
-  if (has_ch) store_lane<T, ALIGNED>(out + mem_group * dims.d + c0, acc, valid);
+  // memory order: the output row from the block index (uniform) and the lane's group within the
+  // block, not from mem_group, which would have to stay live (or spill) across the loop
+  const int64_t out_group = kMemoryOrder
+      ? static_cast<int64_t>(blockIdx.x) * (kThreads >> log2g) + static_cast<int>(threadIdx.x >> log2g)
+      : mem_group;
+  if (has_ch) store_lane<T, ALIGNED>(out + out_group * dims.d + c0, acc, valid);
 }
 
 }  // namespace
@@ -228,9 +232,7 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
     using T = typename CudaType<S>::type;
     using A = acc_t<T>;
     const int log2g = log2_group(geo.d, kVec<T>);
-    const Dims dims{geo.n * geo.lq * geo.m, static_cast<int>(geo.s), static_cast<int>(geo.m),
-                    static_cast<int>(geo.d), static_cast<int>(geo.lq), static_cast<int>(geo.levels),
-                    static_cast<int>(geo.points), log2g};
+    const Dims dims = make_dims(geo, log2g);
     const bool aligned = geo.d % kVec<T> == 0 && aligned16(value);
     const auto stream = c10::cuda::getCurrentCUDAStream();
     const auto blocks = blocks_for(dims.groups << log2g);
@@ -238,7 +240,7 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
     T* o = reinterpret_cast<T*>(out.data_ptr<S>());
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
     const int64_t* st = level_start_index.data_ptr<int64_t>();
-    const bool off32 = geo.s * geo.m * geo.d < INT_MAX;
+    const bool off32 = geo.s * geo.m * geo.d * static_cast<int64_t>(sizeof(T)) < INT_MAX;
     const bool dependent = capability_major(value) >= 9;
     // (x, y) pairs are read with one load: a location tensor that starts between two (a view at an odd
     // offset) is copied first
