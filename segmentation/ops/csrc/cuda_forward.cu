@@ -138,12 +138,22 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       }
     }
   };
-  // multi-level compile-time shapes: the first chunk's inputs in flight with the level sizes (the
-  // one-level kernels spilled with it at 32 registers, version 36; not tried at 40)
-  constexpr bool kEarly = LEVELS > 1;
+  // compile-time shapes: the first chunk's inputs in flight with the level sizes (the one-level
+  // kernels spilled with it at 32 registers, version 36; at 40 they do not, version 39). The
+  // one-level kernels read the level's sizes directly (three cached loads per lane) instead of a
+  // shared level table behind a block barrier (with both: -1 % on the extractor's forward, 39f).
+  constexpr bool kEarly = LEVELS > 0;
   if constexpr (kEarly) load_chunk(0);
-  load_level_sizes(lv, shapes, starts, dims.levels);
-  __syncthreads();
+  constexpr bool kDirect = LEVELS == 1;
+  int height0 = 0, width0 = 0, start0 = 0;
+  if constexpr (kDirect) {
+    height0 = static_cast<int>(__ldg(shapes));
+    width0 = static_cast<int>(__ldg(shapes + 1));
+    start0 = static_cast<int>(__ldg(starts));
+  } else {
+    load_level_sizes(lv, shapes, starts, dims.levels);
+    __syncthreads();
+  }
 
   A acc[V];
 #pragma unroll
@@ -157,7 +167,8 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       if (i >= chunk) break;
       const int j = min(j0 + i, samples - 1);
       const int l = j / points;
-      const Corners<A> c = bilinear_corners<A>(xy[u].x, xy[u].y, lv.height[l], lv.width[l], lv.start[l]);
+      const Corners<A> c = kDirect ? bilinear_corners<A>(xy[u].x, xy[u].y, height0, width0, start0)
+                                   : bilinear_corners<A>(xy[u].x, xy[u].y, lv.height[l], lv.width[l], lv.start[l]);
       const A a = aw[u];
       CornerWeights<A> cw;
 #pragma unroll
