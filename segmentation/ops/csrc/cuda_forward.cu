@@ -167,8 +167,8 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       if (i >= chunk) break;
       const int j = min(j0 + i, samples - 1);
       const int l = j / points;
-      const Corners<A> c = kDirect ? bilinear_corners<A>(xy[u].x, xy[u].y, height0, width0, start0)
-                                   : bilinear_corners<A>(xy[u].x, xy[u].y, lv.height[l], lv.width[l], lv.start[l]);
+      const Corners<A> c = bilinear_corners<A>(xy[u].x, xy[u].y, kDirect ? height0 : lv.height[l],
+                                               kDirect ? width0 : lv.width[l], kDirect ? start0 : lv.start[l]);
       const A a = aw[u];
       CornerWeights<A> cw;
 #pragma unroll
