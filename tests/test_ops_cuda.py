@@ -80,6 +80,18 @@ def test_tiled_backward_on_a_level_of_more_than_4096_tiles(dtype, poisoned_memor
     assert_native_matches_oracle(Case(2, ((520, 530), (7, 9)), 3000, 2, 8, 2), dtype, 41)
 
 
+@pytest.mark.parametrize("levels", [((24, 20),), ((24, 20), (12, 10), (6, 5))], ids=["L1", "L3"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_blocks_loop_over_several_tiles(levels, dtype, poisoned_memory):
+    """The model's (P, D) = (4, 32) forward kernels with twice as many tiles (32 bf16 / 16 fp32
+    groups each) as their grid of at most 12 blocks per SM: every block loops over several tiles,
+    filling one tile's slots while the next tile's locations load, and the last tile is partial."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    n, heads = 3, 16
+    lq = 2 * sms * 12 * 32 // (n * heads) + 1  # odd: n x lq x heads groups end in half a bf16 tile
+    assert_native_matches_oracle(Case(n, levels, lq, heads, 32, 4), dtype, 47)
+
+
 def crowded_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     """Like border_locations, but every sample of batch 0, head 0, level 0 lies in pixel rows and
     columns [7.5, 16.5): the 8 x 8 tile (1, 1) and the edges of its neighbours take them all."""

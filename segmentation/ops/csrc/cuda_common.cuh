@@ -48,6 +48,9 @@ constexpr int kMinBlocks = MSDA_MIN_BLOCKS;
 #ifndef MSDA_FWD_MIN_BLOCKS_L1  // the forward's one-level kernels (the extractor's): 40 registers
 #define MSDA_FWD_MIN_BLOCKS_L1 12
 #endif
+#ifndef MSDA_FWD_TILE_LOOP  // forward kernels whose blocks loop over tiles (fwd_tile_loop)
+#define MSDA_FWD_TILE_LOOP 1
+#endif
 #ifndef MSDA_FWD_MEMORY_ORDER  // the forward's one-level kernels take their groups in memory order
 #define MSDA_FWD_MEMORY_ORDER 1
 #endif
@@ -258,9 +261,11 @@ Dims make_dims(const Geometry& geo, int log2g) {
 
 // Work order of the (batch, query, head) groups: batch, head, query, so that a warp holds adjacent
 // queries of one head (their samples hit nearby value rows and the same gradient buckets).
-// Returns the group's index in memory order ((n * Lq + q) * M + m) and its n and m.
+// Returns the group's index in memory order ((n * Lq + q) * M + m) and its n and m. INDEX32: the
+// caller knows that dims.groups <= INT_MAX.
+template <bool INDEX32 = false>
 __device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, int64_t* n, int* m) {
-  if (dims.groups <= INT_MAX) {  // 32-bit (a 64-bit division is a long subroutine)
+  if (INDEX32 || dims.groups <= INT_MAX) {  // 32-bit (a 64-bit division is a long subroutine)
     const unsigned per_batch = static_cast<unsigned>(dims.lq) * static_cast<unsigned>(dims.m);
     const unsigned w = static_cast<unsigned>(work);
     const unsigned nn = dims.by_lq_m(static_cast<int>(w)), rest = w - nn * per_batch;

@@ -56,16 +56,33 @@ __host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g) {
   return levels > 0 && log2g >= 0 ? (kThreads >> log2g) * fwd_chunk(log2g, levels * points) : kThreads * kBatch;
 }
 
+// The forward kernels that loop over tiles: those of fp32 values and several levels (the injector's:
+// -6 % on its forward, 40a). With 16-bit values or one level the loop was 1-7 % slower (its next
+// tile's loads are scheduled late, past most of the gathers). MSDA_FWD_TILE_LOOP: 0 none, 1 these,
+// 2 every compile-time kernel.
+template <typename T>
+__host__ __device__ constexpr bool fwd_tile_loop(int levels) {
+  return levels > 0 && (MSDA_FWD_TILE_LOOP == 2 || (MSDA_FWD_TILE_LOOP == 1 && std::is_same_v<T, float> && levels > 1));
+}
+
 // LEVELS, POINTS, LOG2G: compile-time levels, points and log2 of the group size for the model's
-// shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time. OFF32: a batch
-// element's S * M * D elements take fewer than 2^31 bytes, and the slot table holds each corner's
-// byte offset (row x M x D x sizeof(T), computed once per sample by the lane that fills the slot)
-// instead of its row, so that a gather's address is one 32 + 64-bit add. The locations are aligned
+// shapes (all loops over samples unroll), or 0, 0, -1: taken from dims at run time. OFF32: value
+// takes fewer than 2^31 bytes and the locations and the output have fewer than 2^31 elements: the
+// work coordinates are 32-bit, and the slot table holds each corner's byte offset (row x M x D x
+// sizeof(T), computed once per sample by the lane that fills the slot) instead of its row, so that a
+// gather's address is one 32 + 64-bit add. The locations are aligned
 // to (x, y) pairs (launch_forward).
+//
+// A block takes the tile (kThreads >> log2g groups; tiles: their count) blockIdx.x, or where
+// fwd_tile_loop holds, the tiles blockIdx.x, blockIdx.x + gridDim.x, ... of a grid of one resident
+// wave (launch_forward): a lane then issues the next tile's location and weight loads as soon as it
+// has filled the current tile's slots, so that they are in flight during the current tile's gathers,
+// and the block's set-up is paid once for several tiles.
 template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32>
 __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_kernel(
     const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
-    const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims) {
+    const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out, Dims dims,
+    int64_t tiles) {
   using A = acc_t<T>;
   constexpr int V = kVec<T>;
   __shared__ LevelTable lv;
@@ -73,32 +90,16 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const int log2g = LOG2G >= 0 ? LOG2G : dims.log2g;
   const int points = POINTS > 0 ? POINTS : dims.points;
   const int G = 1 << log2g;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int64_t group = thread >> log2g;
-  const int lane = static_cast<int>(thread & (G - 1));
+  const int per_tile = kThreads >> log2g;
+  const int lane = static_cast<int>(threadIdx.x & (G - 1));
   const int c0 = lane * V;
-  // Lanes past the end stay to the end (warp-synchronous shared-memory tables): they read the
-  // last group's inputs and write nothing.
-  const bool active = group < dims.groups;
-  int64_t n;
-  int m;
+  const int valid = max(0, min(V, dims.d - c0));
+  const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
   // Work order: the one-level kernels (the extractor's map, 21 samples per value row and head) take
   // the groups in memory order, a warp the heads of adjacent queries, whose locations, weights and
   // output rows are contiguous (fewer L1 wavefronts than the gathers lose in locality); the others
   // that of memory_group (a warp adjacent queries of one head).
   constexpr bool kMemoryOrder = MSDA_FWD_MEMORY_ORDER && LEVELS == 1;
-  int64_t mem_group;
-  if constexpr (kMemoryOrder) {
-    mem_group = active ? group : dims.groups - 1;
-    batch_and_head(mem_group, dims, &n, &m);
-  } else {
-    mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
-  }
-  const bool has_ch = active && c0 < dims.d;
-  const int valid = max(0, min(V, dims.d - c0));
-  const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
-  const T* vbase = value + (n * dims.s * dims.m + m) * dims.d + (has_ch ? c0 : 0);
-  const int samples = LEVELS > 0 ? LEVELS * POINTS : dims.levels * dims.points;
   // The table fill: lane k x W + g of a warp (W = 32 / G groups per warp) computes the slots k, k + G,
   // ... of the warp's group g, so that the 8 lanes of a store phase write 8 consecutive entries (no
   // bank conflicts; with each lane filling its own group's slots, a phase wrote one column of slots).
@@ -108,10 +109,66 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
 #else
   const int owner = group_in_warp(log2g), kl = lane;
 #endif
-  const int64_t owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
-  const A* lg = loc + owner_group * samples * 2;
-  const A* ag = attn + owner_group * samples;
   const int chunk = LEVELS > 0 && LOG2G >= 0 ? fwd_chunk(LOG2G, LEVELS * POINTS) : max(G, kBatch);
+
+  // The calling lane's work in a tile: its group's value rows (vbase) and output row (out_group);
+  // and the locations and weights of the group whose slots it fills (its owner's: lg, ag). Lanes
+  // past the end stay to the end (warp-synchronous shared-memory tables): they read the last
+  // group's inputs and write nothing (has_ch false).
+  struct Work {
+    const T* vbase;
+    int64_t out_group;
+    bool has_ch;
+  };
+  const A* lg;
+  const A* ag;
+  const auto locate = [&](int64_t tile) {
+    Work w;
+    if constexpr (OFF32) {  // every index below 2^31 (launch_forward): 32-bit work coordinates
+      const unsigned group = static_cast<unsigned>(tile) * per_tile + (threadIdx.x >> log2g);
+      const unsigned groups = static_cast<unsigned>(dims.groups);
+      const bool active = group < groups;
+      unsigned mem_group, n, m;
+      if constexpr (kMemoryOrder) {
+        mem_group = active ? group : groups - 1;
+        n = dims.by_lq_m(static_cast<int>(mem_group));
+        m = mem_group - dims.by_m(static_cast<int>(mem_group)) * static_cast<unsigned>(dims.m);
+      } else {
+        int64_t n64;
+        int m32;
+        mem_group = static_cast<unsigned>(memory_group<true>(active ? group : groups - 1, dims, &n64, &m32));
+        n = static_cast<unsigned>(n64);
+        m = static_cast<unsigned>(m32);
+      }
+      w.has_ch = active && c0 < dims.d;
+      w.vbase = value + ((n * dims.s * dims.m + m) * dims.d + (w.has_ch ? c0 : 0));
+      w.out_group = mem_group;
+      const unsigned owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
+      lg = loc + owner_group * static_cast<unsigned>(samples * 2);
+      ag = attn + owner_group * static_cast<unsigned>(samples);
+    } else {
+      const int64_t group = tile * per_tile + (threadIdx.x >> log2g);
+      const bool active = group < dims.groups;
+      int64_t n;
+      int m;
+      int64_t mem_group;
+      if constexpr (kMemoryOrder) {
+        mem_group = active ? group : dims.groups - 1;
+        batch_and_head(mem_group, dims, &n, &m);
+      } else {
+        mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
+      }
+      w.has_ch = active && c0 < dims.d;
+      w.vbase = value + (n * dims.s * dims.m + m) * dims.d + (w.has_ch ? c0 : 0);
+      w.out_group = mem_group;
+      const int64_t owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
+      lg = loc + owner_group * samples * 2;
+      ag = attn + owner_group * samples;
+    }
+    return w;
+  };
+  int64_t tile = blockIdx.x;
+  Work cur = locate(tile);
 
   // Launched as a dependent (sm_90): the blocks are resident while the kernel before drains and wait
   // for it before their first load. Then they let the next kernel start: where that is the backward's
@@ -138,11 +195,13 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
       }
     }
   };
-  // compile-time shapes: the first chunk's inputs in flight with the level sizes (the one-level
-  // kernels spilled with it at 32 registers, version 36; at 40 they do not, version 39). The
-  // one-level kernels read the level's sizes directly (three cached loads per lane) instead of a
-  // shared level table behind a block barrier (with both: -1 % on the extractor's forward, 39f).
+  // compile-time shapes: one chunk per tile, its inputs in flight with the level sizes (the one-level
+  // kernels spilled with it at 32 registers, version 36; at 40 they do not, version 39), and the next
+  // tile's in flight with the current tile's gathers. The one-level kernels read the level's sizes
+  // directly (three cached loads per lane) instead of a shared level table behind a block barrier
+  // (with both: -1 % on the extractor's forward, 39f).
   constexpr bool kEarly = LEVELS > 0;
+  constexpr bool kLoop = fwd_tile_loop<T>(LEVELS);
   if constexpr (kEarly) load_chunk(0);
   constexpr bool kDirect = LEVELS == 1;
   int height0 = 0, width0 = 0, start0 = 0;
@@ -154,84 +213,92 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
     load_level_sizes(lv, shapes, starts, dims.levels);
     __syncthreads();
   }
+  const int64_t row_stride = static_cast<int64_t>(dims.m) * dims.d;
 
-  A acc[V];
+  for (;;) {
+    const int64_t next = tile + gridDim.x;  // uniform in the block
+    Work following = cur;
+    A acc[V];
 #pragma unroll
-  for (int v = 0; v < V; ++v) acc[v] = A(0);
+    for (int v = 0; v < V; ++v) acc[v] = A(0);
 #pragma unroll
-  for (int j0 = 0; j0 < samples; j0 += chunk) {
-    if (!kEarly || j0 > 0) load_chunk(j0);
+    for (int j0 = 0; j0 < samples; j0 += chunk) {
+      if (!kEarly || j0 > 0) load_chunk(j0);
 #pragma unroll
-    for (int u = 0; u < kPerLane; ++u) {
-      const int i = kl + u * G;
-      if (i >= chunk) break;
-      const int j = min(j0 + i, samples - 1);
-      const int l = j / points;
-      const Corners<A> c = bilinear_corners<A>(xy[u].x, xy[u].y, kDirect ? height0 : lv.height[l],
-                                               kDirect ? width0 : lv.width[l], kDirect ? start0 : lv.start[l]);
-      const A a = aw[u];
-      CornerWeights<A> cw;
+      for (int u = 0; u < kPerLane; ++u) {
+        const int i = kl + u * G;
+        if (i >= chunk) break;
+        const int j = min(j0 + i, samples - 1);
+        const int l = j / points;
+        const Corners<A> c = bilinear_corners<A>(xy[u].x, xy[u].y, kDirect ? height0 : lv.height[l],
+                                                 kDirect ? width0 : lv.width[l], kDirect ? start0 : lv.start[l]);
+        const A a = aw[u];
+        CornerWeights<A> cw;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
-      const int at = slot_index(log2g, chunk, i, owner);
-      if constexpr (OFF32) {  // byte offsets; a corner outside (row -1) stays negative
-        const int rs = static_cast<int>(row_stride * sizeof(T));
-        table.rows[at] = make_int4(c.s[0] * rs, c.s[1] * rs, c.s[2] * rs, c.s[3] * rs);
-      } else {
-        table.rows[at] = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+        for (int k = 0; k < 4; ++k) cw.w[k] = a * c.w[k];
+        const int at = slot_index(log2g, chunk, i, owner);
+        if constexpr (OFF32) {  // byte offsets; a corner outside (row -1) stays negative
+          const int rs = static_cast<int>(row_stride * sizeof(T));
+          table.rows[at] = make_int4(c.s[0] * rs, c.s[1] * rs, c.s[2] * rs, c.s[3] * rs);
+        } else {
+          table.rows[at] = make_int4(c.s[0], c.s[1], c.s[2], c.s[3]);
+        }
+        table.weights[at] = cw;
       }
-      table.weights[at] = cw;
-    }
-    __syncwarp();
-    const int count = min(chunk, samples - j0);
-#pragma unroll
-    for (int i0 = 0; i0 < count; i0 += kBatch) {
-      int idx[kBatch][4];
-      A wgt[kBatch][4];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), group_in_warp(log2g));
-        const int4 row = table.rows[at];
-        const CornerWeights<A> cw = table.weights[at];
-        // the model's shapes: every lane has channels (lanes past the end read the last group's
-        // valid rows and store nothing); i0 + b < count is known at compile time there
-        const bool real = (LEVELS > 0 || has_ch) && i0 + b < count;
-        idx[b][0] = real ? row.x : -1;
-        idx[b][1] = real ? row.y : -1;
-        idx[b][2] = real ? row.z : -1;
-        idx[b][3] = real ? row.w : -1;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) wgt[b][k] = real ? cw.w[k] : A(0);
+      __syncwarp();
+      if constexpr (kLoop) {  // the tile's only chunk is in the table: the next tile's inputs (the
+        // last tile's again after the last: unconditional, or the compiler sinks them past the gathers)
+        following = locate(next < tiles ? next : tile);
+        load_chunk(0);
       }
-      LaneData<T, ALIGNED> data[kBatch][4];
+      const int count = min(chunk, samples - j0);
 #pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
+      for (int i0 = 0; i0 < count; i0 += kBatch) {
+        int idx[kBatch][4];
+        A wgt[kBatch][4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          if constexpr (OFF32) gather_row(data[b][k], vbase, idx[b][k], ByteOffset{}, valid);
-          else gather_row(data[b][k], vbase, idx[b][k], row_stride, valid);
+        for (int b = 0; b < kBatch; ++b) {
+          const int at = slot_index(log2g, chunk, min(i0 + b, count - 1), group_in_warp(log2g));
+          const int4 row = table.rows[at];
+          const CornerWeights<A> cw = table.weights[at];
+          // the model's shapes: every lane has channels (lanes past the end read the last group's
+          // valid rows and store nothing); i0 + b < count is known at compile time there
+          const bool real = (LEVELS > 0 || cur.has_ch) && i0 + b < count;
+          idx[b][0] = real ? row.x : -1;
+          idx[b][1] = real ? row.y : -1;
+          idx[b][2] = real ? row.z : -1;
+          idx[b][3] = real ? row.w : -1;
+#pragma unroll
+          for (int k = 0; k < 4; ++k) wgt[b][k] = real ? cw.w[k] : A(0);
+        }
+        LaneData<T, ALIGNED> data[kBatch][4];
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            if constexpr (OFF32) gather_row(data[b][k], cur.vbase, idx[b][k], ByteOffset{}, valid);
+            else gather_row(data[b][k], cur.vbase, idx[b][k], row_stride, valid);
+          }
+        }
+        // all gathers of the batch are in flight; one fused multiply-add per corner and channel
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            A x[V];
+            data[b][k].get(x);
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc[v] = fma_acc(wgt[b][k], x[v], acc[v]);
+          }
         }
       }
-      // all gathers of the batch are in flight; one fused multiply-add per corner and channel
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          A x[V];
-          data[b][k].get(x);
-#pragma unroll
-          for (int v = 0; v < V; ++v) acc[v] = fma_acc(wgt[b][k], x[v], acc[v]);
-        }
-      }
+      __syncwarp();
     }
-    __syncwarp();
+    if (cur.has_ch) store_lane<T, ALIGNED>(out + cur.out_group * dims.d + c0, acc, valid);
+    if (!kLoop || next >= tiles) break;
+    tile = next;
+    cur = following;
   }
-  // memory order: the output row from the block index (uniform) and the lane's group within the
-  // block, not from mem_group, which would have to stay live (or spill) across the loop
-  const int64_t out_group = kMemoryOrder
-      ? static_cast<int64_t>(blockIdx.x) * (kThreads >> log2g) + static_cast<int>(threadIdx.x >> log2g)
-      : mem_group;
-  if (has_ch) store_lane<T, ALIGNED>(out + out_group * dims.d + c0, acc, valid);
 }
 
 }  // namespace
@@ -246,23 +313,30 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
     const Dims dims = make_dims(geo, log2g);
     const bool aligned = geo.d % kVec<T> == 0 && aligned16(value);
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    const auto blocks = blocks_for(dims.groups << log2g);
+    const int64_t tiles = blocks_for(dims.groups << log2g);
     const T* val = reinterpret_cast<const T*>(value.data_ptr<S>());
     T* o = reinterpret_cast<T*>(out.data_ptr<S>());
     const int64_t* shp = spatial_shapes.data_ptr<int64_t>();
     const int64_t* st = level_start_index.data_ptr<int64_t>();
-    const bool off32 = geo.s * geo.m * geo.d * static_cast<int64_t>(sizeof(T)) < INT_MAX;
+    // 32-bit indices: value's bytes, the locations' and the output's elements below 2^31
+    const bool off32 = value.numel() * static_cast<int64_t>(sizeof(T)) < INT_MAX && loc.numel() < INT_MAX &&
+                       out.numel() < INT_MAX;
     const bool dependent = capability_major(value) >= 9;
     // (x, y) pairs are read with one load: a location tensor that starts between two (a view at an odd
     // offset) is copied first
     const bool pairs = reinterpret_cast<uintptr_t>(loc.data_ptr()) % (2 * sizeof(A)) == 0;
     const at::Tensor loc_pairs = pairs ? loc : loc.clone();
     dispatch_shape<T>(aligned, dims, [&](auto al, auto lv, auto pt, auto lg) {
+      // one resident wave of blocks looping over the tiles, or a block per tile
+      constexpr int levels = decltype(lv)::value;
+      const int64_t grid = fwd_tile_loop<T>(levels)
+          ? std::min<int64_t>(tiles, static_cast<int64_t>(sm_count(value)) * forward_min_blocks(levels))
+          : tiles;
       const auto run = [&](auto o32) {
         launch_after(forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value,
                                     decltype(lg)::value, decltype(o32)::value>,
-                     blocks, kThreads, 0, stream, MSDA_FWD_PDL >= 1 && dependent, val, shp, st,
-                     loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims);
+                     grid, kThreads, 0, stream, MSDA_FWD_PDL >= 1 && dependent, val, shp, st,
+                     loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims, tiles);
       };
       if (off32) run(std::true_type{});
       else run(std::false_type{});
