@@ -84,8 +84,9 @@ def test_tiled_backward_on_a_level_of_more_than_4096_tiles(dtype, poisoned_memor
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_forward_blocks_loop_over_several_tiles(levels, dtype, poisoned_memory):
     """The model's (P, D) = (4, 32) forward kernels with twice as many tiles (32 bf16 / 16 fp32
-    groups each) as their grid of at most 12 blocks per SM: every block loops over several tiles,
-    filling one tile's slots while the next tile's locations load, and the last tile is partial."""
+    groups each) as 12 blocks per SM: the fp32 kernel of several levels runs one resident wave whose
+    blocks loop over several tiles (filling one tile's slots while the next tile's locations load),
+    the others a block per tile; the last tile is partial."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     n, heads = 3, 16
     lq = 2 * sms * 12 * 32 // (n * heads) + 1  # odd: n x lq x heads groups end in half a bf16 tile
