@@ -60,7 +60,7 @@ python -m ms_deform_attn.benchmark --device cpu --scale 2 --dtypes fp32 --batche
   for level in 0 1 2 -1; do python -m ms_deform_attn.profile_kernels --shape injector --only-level $level; echo; done
 } 2>/dev/null > "$out/profile.txt"
 
-subset=(--backends native --dtypes bf16 --batches 1 2 --modes fwd fwd+bwd)
+subset=(--backends native --dtypes bf16 fp32 --batches 1 2 --modes fwd fwd+bwd)
 { for i in "${!variants[@]}"; do
     echo "## variant ${variants[$i]}"
     tail -1 "$tmp/variant$i.log"
