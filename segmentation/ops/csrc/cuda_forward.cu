@@ -70,8 +70,8 @@ __host__ __device__ constexpr bool fwd_tile_loop(int levels) {
 // takes fewer than 2^31 bytes and the locations and the output have fewer than 2^31 elements: the
 // work coordinates are 32-bit, and the slot table holds each corner's byte offset (row x M x D x
 // sizeof(T), computed once per sample by the lane that fills the slot) instead of its row, so that a
-// gather's address is one 32 + 64-bit add. The locations are aligned
-// to (x, y) pairs (launch_forward).
+// gather's address is one 32 + 64-bit add. The locations are aligned to (x, y) pairs
+// (launch_forward).
 //
 // A block takes the tile (kThreads >> log2g groups; tiles: their count) blockIdx.x, or where
 // fwd_tile_loop holds, the tiles blockIdx.x, blockIdx.x + gridDim.x, ... of a grid of one resident
@@ -196,10 +196,10 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
     }
   };
   // compile-time shapes: one chunk per tile, its inputs in flight with the level sizes (the one-level
-  // kernels spilled with it at 32 registers, version 36; at 40 they do not, version 39), and the next
-  // tile's in flight with the current tile's gathers. The one-level kernels read the level's sizes
-  // directly (three cached loads per lane) instead of a shared level table behind a block barrier
-  // (with both: -1 % on the extractor's forward, 39f).
+  // kernels spilled with it at 32 registers, version 36; at 40 they do not, version 39), and in the
+  // kernels that loop, the next tile's in flight with the current tile's gathers. The one-level
+  // kernels read the level's sizes directly (three cached loads per lane) instead of a shared level
+  // table behind a block barrier (with both: -1 % on the extractor's forward, 39f).
   constexpr bool kEarly = LEVELS > 0;
   constexpr bool kLoop = fwd_tile_loop<T>(LEVELS);
   if constexpr (kEarly) load_chunk(0);
