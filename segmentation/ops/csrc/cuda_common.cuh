@@ -284,9 +284,10 @@ __device__ __forceinline__ int64_t memory_group(int64_t work, const Dims& dims, 
 }
 
 // The batch n and head m of the group at memory index mem ((n * Lq + q) * M + m), for kernels that
-// take the groups in memory order.
+// take the groups in memory order. INDEX32 as in memory_group.
+template <bool INDEX32 = false>
 __device__ __forceinline__ void batch_and_head(int64_t mem, const Dims& dims, int64_t* n, int* m) {
-  if (dims.groups <= INT_MAX) {  // 32-bit, as in memory_group
+  if (INDEX32 || dims.groups <= INT_MAX) {  // 32-bit, as in memory_group
     const unsigned w = static_cast<unsigned>(mem);
     *n = dims.by_lq_m(static_cast<int>(w));
     *m = static_cast<int>(w - dims.by_m(static_cast<int>(w)) * static_cast<unsigned>(dims.m));

@@ -123,48 +123,25 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks(LEVELS)) forward_
   const A* lg;
   const A* ag;
   const auto locate = [&](int64_t tile) {
+    using I = std::conditional_t<OFF32, unsigned, int64_t>;  // OFF32: 32-bit work coordinates
+    const I group = static_cast<I>(tile) * per_tile + (threadIdx.x >> log2g);
+    const I groups = static_cast<I>(dims.groups);
+    const bool active = group < groups;
+    const I work = active ? group : groups - 1;
+    int64_t n;
+    int m;
+    I mem_group = work;
+    if constexpr (kMemoryOrder) batch_and_head<OFF32>(work, dims, &n, &m);
+    else mem_group = static_cast<I>(memory_group<OFF32>(work, dims, &n, &m));
     Work w;
-    if constexpr (OFF32) {  // every index below 2^31 (launch_forward): 32-bit work coordinates
-      const unsigned group = static_cast<unsigned>(tile) * per_tile + (threadIdx.x >> log2g);
-      const unsigned groups = static_cast<unsigned>(dims.groups);
-      const bool active = group < groups;
-      unsigned mem_group, n, m;
-      if constexpr (kMemoryOrder) {
-        mem_group = active ? group : groups - 1;
-        n = dims.by_lq_m(static_cast<int>(mem_group));
-        m = mem_group - dims.by_m(static_cast<int>(mem_group)) * static_cast<unsigned>(dims.m);
-      } else {
-        int64_t n64;
-        int m32;
-        mem_group = static_cast<unsigned>(memory_group<true>(active ? group : groups - 1, dims, &n64, &m32));
-        n = static_cast<unsigned>(n64);
-        m = static_cast<unsigned>(m32);
-      }
-      w.has_ch = active && c0 < dims.d;
-      w.vbase = value + ((n * dims.s * dims.m + m) * dims.d + (w.has_ch ? c0 : 0));
-      w.out_group = mem_group;
-      const unsigned owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
-      lg = loc + owner_group * static_cast<unsigned>(samples * 2);
-      ag = attn + owner_group * static_cast<unsigned>(samples);
-    } else {
-      const int64_t group = tile * per_tile + (threadIdx.x >> log2g);
-      const bool active = group < dims.groups;
-      int64_t n;
-      int m;
-      int64_t mem_group;
-      if constexpr (kMemoryOrder) {
-        mem_group = active ? group : dims.groups - 1;
-        batch_and_head(mem_group, dims, &n, &m);
-      } else {
-        mem_group = memory_group(active ? group : dims.groups - 1, dims, &n, &m);
-      }
-      w.has_ch = active && c0 < dims.d;
-      w.vbase = value + (n * dims.s * dims.m + m) * dims.d + (w.has_ch ? c0 : 0);
-      w.out_group = mem_group;
-      const int64_t owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
-      lg = loc + owner_group * samples * 2;
-      ag = attn + owner_group * samples;
-    }
+    w.has_ch = active && c0 < dims.d;
+    const I head_start = (static_cast<I>(n) * dims.s * dims.m + m) * dims.d;  // (n, row 0, m, channel 0)
+    const int ch = w.has_ch ? c0 : 0;
+    w.vbase = OFF32 ? value + (head_start + ch) : value + head_start + ch;  // (one 32-bit sum, or two adds)
+    w.out_group = mem_group;
+    const I owner_group = __shfl_sync(0xffffffffu, mem_group, owner << log2g);
+    lg = loc + owner_group * static_cast<I>(samples) * 2;
+    ag = attn + owner_group * static_cast<I>(samples);
     return w;
   };
   int64_t tile = blockIdx.x;
