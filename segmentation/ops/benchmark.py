@@ -54,11 +54,12 @@ def model_shapes(scale: int) -> list[Shape]:
             Shape("extractor", ((b, b),), (a, b, c))]
 
 
-def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, device: str, seed: int, crowd: float = 0.0):
+def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, device: str, seed: int, crowd: float = 0.0,
+                spread: float = 3.0):
     """Random value (N, S, M, D) in ``dtype``; fp32 locations spread like the trained model's
-    (reference point + offsets of a few pixels, some outside [0, 1]); softmax weights in fp32.
-    ``crowd``: this fraction of the samples moved to within a few pixels of each map's centre (a
-    concentration of attention that overfills the backward's fixed bins)."""
+    (reference point + normal offsets of ``spread`` pixels per axis, some outside [0, 1]); softmax
+    weights in fp32. ``crowd``: this fraction of the samples moved to within a few pixels of each
+    map's centre (a concentration of attention that overfills the backward's fixed bins)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     spatial = torch.tensor(shape.levels, dtype=torch.int64, device=device)
     sizes = spatial[:, 0] * spatial[:, 1]
@@ -73,7 +74,7 @@ def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, device: str, seed:
     ref = torch.cat(grids).view(1, -1, 1, 1, 1, 2)
     wh = spatial.flip(-1).to(torch.float32).view(1, 1, 1, num_levels, 1, 2)
     offsets = torch.randn(batch, shape.queries, shape.heads, num_levels, shape.points, 2, device=device,
-                          generator=gen) * 3.0
+                          generator=gen) * spread
     loc = (ref + offsets / wh).contiguous()
     logits = torch.randn(batch, shape.queries, shape.heads, num_levels * shape.points, device=device, generator=gen)
     weights = logits.softmax(-1).view(batch, shape.queries, shape.heads, num_levels, shape.points)
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotate", type=int, default=4, help="input sets cycled in the 'rotated' timing")
     parser.add_argument("--crowd", type=float, default=0.0,
                         help="fraction of the samples moved near each map's centre (make_inputs)")
+    parser.add_argument("--spread", type=float, default=3.0,
+                        help="standard deviation in pixels of the sampling offsets (make_inputs)")
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args(argv)
 
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             for dtype_name in args.dtypes:
                 dtype = DTYPES[dtype_name]
-                sets = [make_inputs(shape, batch, dtype, args.device, seed, args.crowd) for seed in range(args.rotate)]
+                sets = [make_inputs(shape, batch, dtype, args.device, seed, args.crowd, args.spread)
+                        for seed in range(args.rotate)]
                 for mode in args.modes:
                     ref_ms = None
                     for backend in sorted(args.backends, key=lambda b: b != "reference"):

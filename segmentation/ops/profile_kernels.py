@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the samples of this level only (-1: none inside the map)")
     parser.add_argument("--crowd", type=float, default=0.0,
                         help="fraction of the samples moved near each map's centre (benchmark.make_inputs)")
+    parser.add_argument("--spread", type=float, default=3.0,
+                        help="standard deviation in pixels of the sampling offsets (benchmark.make_inputs)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--timeline", action="store_true", help="also print when each kernel starts and ends")
     args = parser.parse_args(argv)
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs a CUDA device")
     shape = next(s for s in model_shapes(1) if s.name == args.shape)
     value, spatial, starts, loc, weights = make_inputs(shape, args.batch, DTYPES[args.dtype], "cuda", seed=0,
-                                                   crowd=args.crowd)
+                                                   crowd=args.crowd, spread=args.spread)
     if args.only_level is not None:
         loc = restrict_levels(loc, args.only_level)
     step = make_step(args.backend, args.mode, (value, spatial, starts, loc, weights))
