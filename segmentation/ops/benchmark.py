@@ -3,6 +3,8 @@
 Shapes (spec model.md section 7, released model, 1024x1024 input): injector = 4096 queries over 3
 levels (128x128, 64x64, 32x32); extractor = 21504 queries over 1 level (64x64); both 16 heads x 32
 channels, 4 points. ``--scale k`` divides every side by k (queries by k^2) for slow devices.
+Locations: each query's pixel centre plus normal offsets of ``--spread`` pixels (default 3, like the
+trained model's); ``--spread 0`` and ``--crowd 1`` give the most reuse of value rows a cache can see.
 
 CUDA timing: per repetition, a device sleep (~1 ms per call) lets the host queue ``--inner`` calls,
 which CUDA events then time back to back (device time only: host overhead hidden); the median over
