@@ -12,8 +12,8 @@
 # Default subset: --backends native --dtypes bf16 fp32 --batches 1 --modes fwd fwd+bwd.
 # PROFILE=1: also OUT_DIR/profiles.txt, GPU time per kernel of one batch-1 fwd+bwd (profile_kernels.py) of
 # both versions; NCU=1: also OUT_DIR/ncu.txt, Nsight Compute metrics (time, L1 hit rate, L1 / shared
-# wavefronts and bank conflicts, L2 sectors, instructions and issue activity, registers) of the forward and the query-centric fp32
-# backward of both versions at both model shapes.
+# wavefronts and bank conflicts, L2 sectors, instructions and issue activity, registers) of the
+# forward and the query-centric fp32 backward of both versions at both model shapes.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 old_src=$(cd "$1" && pwd)

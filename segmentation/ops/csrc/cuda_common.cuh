@@ -383,19 +383,18 @@ void launch_after(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
   C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
 }
 
-// Compute capability (major) of the tensor's GPU.
-inline int capability_major(const at::Tensor& t) {
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, t.get_device()));
-  return major;
+// An attribute of the tensor's GPU (a driver lookup, no synchronisation).
+inline int device_attribute(const at::Tensor& t, cudaDeviceAttr attr) {
+  int value = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, t.get_device()));
+  return value;
 }
 
+// Compute capability (major) of the tensor's GPU.
+inline int capability_major(const at::Tensor& t) { return device_attribute(t, cudaDevAttrComputeCapabilityMajor); }
+
 // Streaming multiprocessors of the tensor's GPU.
-inline int sm_count(const at::Tensor& t) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, t.get_device()));
-  return sms;
-}
+inline int sm_count(const at::Tensor& t) { return device_attribute(t, cudaDevAttrMultiProcessorCount); }
 
 }  // namespace
 }  // namespace msda
