@@ -93,6 +93,19 @@ def test_forward_blocks_loop_over_several_tiles(levels, dtype, poisoned_memory):
     assert_native_matches_oracle(Case(n, levels, lq, heads, 32, 4), dtype, 47)
 
 
+@pytest.mark.parametrize("heads", [5, 6], ids=["odd_heads", "even_heads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_in_region_order(heads, dtype, poisoned_memory):
+    """The one-level (P, D) = (4, 32) forward in region order: one block per SM over a range of the
+    groups in chunk order (batch, chunk of 2 heads in bf16 / 1 in fp32, query), its warps looping
+    over the range's pieces; ranges that cross chunk and batch boundaries, blocks of unequal piece
+    counts and a partial last piece. Five heads are not a multiple of the bf16 chunk: that kernel
+    takes the grid of small blocks instead."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    lq = 3 * sms * 32 // (2 * heads) + 7
+    assert_native_matches_oracle(Case(2, ((23, 29),), lq, heads, 32, 4), dtype, 53 + heads)
+
+
 def crowded_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     """Like border_locations, but every sample of batch 0, head 0, level 0 lies in pixel rows and
     columns [7.5, 16.5): the 8 x 8 tile (1, 1) and the edges of its neighbours take them all."""

@@ -21,7 +21,9 @@ ln -s "$repo/segmentation/ops" "$tmp/ms_deform_attn"
 export PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
-variants=("-DMSDA_FWD_PDL=1" "-DMSDA_FWD_PDL=0" "-DMSDA_FWD_MEMORY_ORDER=0" "-DMSDA_FWD_FILL_BY_ENTRY=0" "-DMSDA_FWD_TILE_LOOP=0")
+variants=("-DMSDA_FWD_PDL=1" "-DMSDA_FWD_PDL=0" "-DMSDA_FWD_REGION_HEADS=0 -DMSDA_FWD_REGION_HEADS_FP32=0"
+          "-DMSDA_FWD_REGION_HEADS=0 -DMSDA_FWD_REGION_HEADS_FP32=0 -DMSDA_FWD_MEMORY_ORDER=0"
+          "-DMSDA_FWD_FILL_BY_ENTRY=0" "-DMSDA_FWD_TILE_LOOP=0")
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 
