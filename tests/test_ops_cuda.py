@@ -108,6 +108,30 @@ def test_forward_in_region_order(heads, dtype, poisoned_memory):
     assert_native_matches_oracle(Case(2, ((23, 29),), lq, heads, 32, 4), dtype, 53 + heads)
 
 
+def mostly_inside_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
+    """border_locations for one query in eight (batch by batch); every sample of the others has its
+    four corners inside its level (pixel coordinates in [0, size - 1), at least 0.01 from a pixel
+    centre: see pixel_locations), so that some warps' pieces lie wholly inside the map and others do
+    not."""
+    loc = border_locations(case, generator)
+    sizes = torch.tensor(case.levels, dtype=torch.float64).flip(-1).view(1, 1, 1, -1, 1, 2)  # (W, H)
+    cells = torch.floor(torch.rand(loc.shape, generator=generator, dtype=torch.float64) * (sizes - 1))
+    pixel = cells + 0.01 + torch.rand(loc.shape, generator=generator, dtype=torch.float64) * 0.98
+    inside = torch.rand(case.n, case.lq, 1, 1, 1, 1, generator=generator) >= 0.125
+    return torch.where(inside, (pixel + 0.5) / sizes, loc)
+
+
+@pytest.mark.parametrize("levels", [((23, 29),), ((24, 20), (12, 10), (6, 5))], ids=["L1", "L3"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_kernels_with_samples_inside_the_map(levels, dtype, poisoned_memory):
+    """The model's (P, D) = (4, 32) kernels, forward and backward, where most samples have their four
+    corners inside the map, as in the trained model (the other cases put a third of them outside):
+    many warps' pieces lie wholly inside it, the rest not."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    lq = 3 * sms * 32 // (2 * 6) + 7
+    assert_native_matches_oracle(Case(2, levels, lq, 6, 32, 4), dtype, 59, locations=mostly_inside_locations)
+
+
 def crowded_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     """Like border_locations, but every sample of batch 0, head 0, level 0 lies in pixel rows and
     columns [7.5, 16.5): the 8 x 8 tile (1, 1) and the edges of its neighbours take them all."""
