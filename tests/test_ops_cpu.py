@@ -273,3 +273,14 @@ def test_profile_kernels_helpers():
     assert timeline(kernels[:3], 2) == []  # steps of different lengths
     swapped = kernels[:2] + [(200.0, 201.0, "bwd"), (202.0, 203.0, "fwd")]
     assert timeline(swapped, 2) == []  # steps launching different sequences
+
+
+def test_sweep_queries_round_size():
+    """A round of the region-order forward: 32 pieces per SM, a piece being the (query, head) groups
+    of one warp (8 of 4 lanes for 32 bf16 channels, 4 of 8 lanes for fp32, 2 of 16 for fp32 D = 48)."""
+    from ms_deform_attn.sweep_queries import queries_per_round
+
+    assert queries_per_round(torch.bfloat16, 16, 32, 132) == 2112
+    assert queries_per_round(torch.float16, 16, 32, 132) == 2112
+    assert queries_per_round(torch.float32, 16, 32, 132) == 1056
+    assert queries_per_round(torch.float32, 8, 48, 100) == 100 * 32 * 2 / 8
