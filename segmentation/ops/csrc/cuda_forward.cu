@@ -367,7 +367,8 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
           : tiles;
       constexpr int heads = levels == 1 && decltype(lg)::value >= 0
           ? (std::is_same_v<T, float> ? MSDA_FWD_REGION_HEADS_FP32 : MSDA_FWD_REGION_HEADS) : 0;
-      const int chunks = heads > 0 ? static_cast<int>(geo.m) / std::max(heads, 1) : 1;
+      constexpr int per_chunk = heads > 0 ? heads : 1;
+      const int chunks = static_cast<int>(geo.m) / per_chunk;
       const auto run = [&](auto o32, auto hd) {
         constexpr int h = decltype(hd)::value;
         // region order: a block per SM, or per warp-sized piece where there are fewer
@@ -377,7 +378,7 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
                      blocks, h > 0 ? kRegionThreads : kThreads, 0, stream, MSDA_FWD_PDL >= 1 && dependent, val, shp,
                      st, loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims, tiles, Region{FastDiv::of(chunks), chunks});
       };
-      if (heads > 0 && off32 && geo.m % std::max(heads, 1) == 0) {
+      if (heads > 0 && off32 && geo.m % per_chunk == 0) {
         run(std::true_type{}, Int<heads>{});
       } else if (off32) {
         run(std::true_type{}, Int<0>{});
