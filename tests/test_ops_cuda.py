@@ -108,6 +108,60 @@ def test_forward_in_region_order(heads, dtype, poisoned_memory):
     assert_native_matches_oracle(Case(2, ((23, 29),), lq, heads, 32, 4), dtype, 53 + heads)
 
 
+def uneven_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
+    """The first sixth of the queries sample the whole map, the others within a pixel or two of its
+    centre: the ranges that hold the first queries cost far more than the others."""
+    wide = torch.rand(case.n, case.lq, case.m, len(case.levels), case.p, 2, generator=generator, dtype=torch.float64)
+    near = 0.5 + 0.02 * torch.randn(wide.shape, generator=generator, dtype=torch.float64)
+    first = (torch.arange(case.lq) < case.lq // 6).view(1, -1, 1, 1, 1, 1)
+    return torch.where(first, wide, near)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_on_balanced_ranges_matches_graph_ranges(dtype, poisoned_memory):
+    """Region order with balanced ranges: each eager call sets its ranges' bounds from the bounds and
+    durations that the call two before recorded (per stream and shape); inside a CUDA graph the
+    ranges are equal shares. Uneven inputs (the ranges that hold the first queries cost far more, so
+    the bounds move), two shapes (one with a partial last piece and batch and chunk boundaries inside
+    ranges) alternating on two streams over enough calls for the bounds to settle: every eager call
+    must equal, bit for bit, the same call replayed from a graph (each output element is computed by
+    one lane whichever range holds its piece), and the graph's output matches the fp64 oracle."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    cases = [Case(1, ((64, 64),), 100 * sms, 16, 32, 4), Case(2, ((23, 29),), 40 * sms + 5, 6, 32, 4)]
+    inputs, static = [], []
+    for i, case in enumerate(cases):
+        value, shapes, starts, loc, weights = make_inputs(case, seed=70 + i, dtype=dtype, device="cuda",
+                                                          locations=uneven_locations)
+        args = (value, shapes, starts, loc.float(), weights.float())
+        inputs.append(args)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            torch.ops.ms_deform_attn.forward(*args)  # warm-up, outside the capture
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = torch.ops.ms_deform_attn.forward(*args)
+        graph.replay()
+        torch.cuda.synchronize()
+        static.append(out.clone())
+        want = oracle(value, shapes, starts, loc, weights)
+        assert rel_err(static[-1], want) < TOLERANCE[dtype]
+    other = torch.cuda.Stream()
+    for call in range(40):
+        k = call % 2
+        stream = other if call % 3 == 2 else torch.cuda.current_stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            out = torch.ops.ms_deform_attn.forward(*inputs[k])
+        torch.cuda.synchronize()
+        assert torch.equal(out, static[k]), f"call {call}"
+    burst = [torch.ops.ms_deform_attn.forward(*inputs[0]) for _ in range(12)]  # back to back (overlapping launches)
+    torch.cuda.synchronize()
+    for call, out in enumerate(burst):
+        assert torch.equal(out, static[0]), f"burst call {call}"
+
+
 def mostly_inside_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     """border_locations for one query in eight (batch by batch); every sample of the others has its
     four corners inside its level (pixel coordinates in [0, size - 1), at least 0.01 from a pixel

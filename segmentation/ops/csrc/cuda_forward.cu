@@ -2,6 +2,12 @@
 // Per batch of kBatch samples a lane first reads the precomputed corner indices and weights, then
 // issues all 4 * kBatch gathers, then does the math. Locations, weights and accumulation are fp32
 // (fp64 for fp64). Every output element is written by exactly one lane (no zero-fill pass).
+#include <ATen/ops/zeros.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
 #include "cuda_common.cuh"
 #include "cuda_launch.h"
 
@@ -74,10 +80,93 @@ __host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g, i
 #define MSDA_FWD_REGION_THREADS 1024
 #endif
 constexpr int kRegionThreads = MSDA_FWD_REGION_THREADS;
+__device__ __forceinline__ unsigned load_relaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 struct Region {
   FastDiv by_chunks;  // x / (M / H)
   int chunks;         // M / H
+  unsigned* balance;  // balanced ranges (below): the words of this stream and shape, or null (equal shares)
+  int set;            // the set of words this call writes
 };
+
+// Balanced ranges (MSDA_FWD_BALANCE, version 44): the ranges' costs differ with the locations (the
+// extractor's queries of the 32 x 32 grid, two value pixels apart, hit the L1 less than the others:
+// their SMs ran 7-8 % over the mean), so each call sets its ranges' bounds from the bounds and the
+// durations (SM cycles) that the call two before recorded: the bound between ranges k - 1 and k
+// moves halfway from its old place to where the old ranges' measured cost, taken as even within
+// each range, reaches k / blocks of the total. Each call writes one of three sets of words (bounds
+// at its start, durations at its end) and reads the set of the call two before: a call may start
+// (programmatic launch) while the one before still runs, never before the one before that is done.
+// A set without a full record (a first call) gives equal shares. Every group is still computed by
+// one lane in the same way, so the output does not depend on the ranges.
+#ifndef MSDA_FWD_BALANCE
+#define MSDA_FWD_BALANCE 1
+#endif
+constexpr int kBalanceSets = 3;
+// Words of a set: bounds [blocks + 1] (in pieces), durations [blocks].
+__host__ __device__ constexpr unsigned balance_words(unsigned blocks) { return 2 * blocks + 1; }
+
+// The calling warp's bounds (in pieces) of range `block` from the old set (warp-uniform).
+__device__ void balanced_bounds(const unsigned* old, unsigned blocks, unsigned pieces, unsigned block, unsigned* lo,
+                                unsigned* hi) {
+  const unsigned lane = threadIdx.x & 31;
+  const unsigned* took = old + blocks + 1;
+  unsigned long long total = 0;
+  bool full = true;
+  for (unsigned r = lane; r < blocks; r += 32) {
+    const unsigned d = load_relaxed(took + r);
+    total += d;
+    full &= d > 0;
+  }
+  full = __all_sync(0xffffffffu, full) && load_relaxed(old + blocks) == pieces;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+  const unsigned ks[2] = {block, block + 1};
+  unsigned out[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) out[i] = static_cast<unsigned>(static_cast<unsigned long long>(pieces) * ks[i] / blocks);
+  if (!full) {
+    *lo = out[0], *hi = out[1];
+    return;
+  }
+  // cumulative cost C at the old bounds; target k: total x k / blocks, found in the old range whose
+  // [C_r, C_r+1) holds it
+  unsigned long long target[2], carry = 0;
+  unsigned est[2] = {pieces, pieces};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) target[i] = total * ks[i] / blocks;
+  for (unsigned base = 0; base < blocks; base += 32) {
+    const unsigned r = base + lane;
+    const unsigned d = r < blocks ? load_relaxed(took + r) : 0u;
+    const unsigned b0 = r < blocks ? load_relaxed(old + r) : pieces, b1 = r < blocks ? load_relaxed(old + r + 1) : pieces;
+    unsigned long long c = d;  // inclusive scan over the warp
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const unsigned long long u = __shfl_up_sync(0xffffffffu, c, o);
+      if (lane >= static_cast<unsigned>(o)) c += u;
+    }
+    unsigned long long before = __shfl_up_sync(0xffffffffu, c, 1);
+    before = carry + (lane == 0 ? 0ull : before);
+    const unsigned long long after = carry + c;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool here = r < blocks && before <= target[i] && target[i] < after;
+      const unsigned mine = here ? b0 + static_cast<unsigned>((target[i] - before) * (b1 - b0) / d) : 0u;
+      const unsigned who = __ballot_sync(0xffffffffu, here);
+      if (who) est[i] = __shfl_sync(0xffffffffu, mine, __ffs(who) - 1);
+    }
+    carry += __shfl_sync(0xffffffffu, c, 31);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const unsigned was = ks[i] >= blocks ? pieces : load_relaxed(old + ks[i]);
+    out[i] = ks[i] == 0 ? 0u : ks[i] >= blocks ? pieces : static_cast<unsigned>((static_cast<unsigned long long>(was) + est[i] + 1) / 2);
+  }
+  *lo = out[0], *hi = out[1];
+}
 
 // The range [first, end) of groups (in chunk order) of block `block` of `blocks`: equal shares of
 // whole warp-sized pieces.
@@ -162,9 +251,34 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
   constexpr int kLog2Heads = HEADS == 4 ? 2 : HEADS == 2 ? 1 : 0;
   const unsigned per_warp = 32u >> log2g;
   unsigned first = 0, end = 0;
+  unsigned* took = nullptr;  // balanced ranges: where this block's duration goes
   if constexpr (HEADS > 0) {
-    region_range(dims.groups, per_warp, blockIdx.x, gridDim.x, &first, &end);
-    if (first >= end) return;  // (uniform in the block)
+    if (region.balance != nullptr) {
+      __shared__ unsigned bounds[2];
+      const unsigned words = balance_words(gridDim.x);
+      unsigned* const mine = region.balance + region.set * words;
+      took = mine + gridDim.x + 1 + blockIdx.x;
+      if (threadIdx.x < 32) {
+        const unsigned pieces = static_cast<unsigned>((dims.groups + per_warp - 1) / per_warp);
+        unsigned lo, hi;
+        balanced_bounds(region.balance + (region.set + 1) % kBalanceSets * words, gridDim.x, pieces, blockIdx.x, &lo, &hi);
+        if (threadIdx.x == 0) {
+          bounds[0] = lo, bounds[1] = hi;
+          mine[blockIdx.x] = lo;
+          if (blockIdx.x + 1 == gridDim.x) mine[gridDim.x] = pieces;
+        }
+      }
+      __syncthreads();
+      first = bounds[0] * per_warp;
+      end = static_cast<unsigned>(min(dims.groups, static_cast<int64_t>(bounds[1]) * per_warp));
+      if (first >= end) {  // (uniform in the block) an empty range: the least duration
+        if (threadIdx.x == 0) *took = 1;
+        return;
+      }
+    } else {
+      region_range(dims.groups, per_warp, blockIdx.x, gridDim.x, &first, &end);
+      if (first >= end) return;  // (uniform in the block)
+    }
   }
   const auto piece = [&](int64_t k) { return first + static_cast<unsigned>(k) * per_warp; };
   const auto locate = [&](int64_t tile) {
@@ -213,6 +327,7 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
 #if MSDA_FWD_PDL == 2
   start_next_kernel();
 #endif
+  const long long started = HEADS > 0 && took != nullptr ? clock64() : 0;
   // the owner's samples j0 + kl, j0 + kl + G, ... of a chunk: locations and attention weights
   constexpr int kPerLane = LEVELS > 0 && LOG2G >= 0 ? fwd_per_lane(LOG2G, LEVELS * POINTS) : kBatch;
   Pair<A> xy[kPerLane];
@@ -332,6 +447,38 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
     tile = next;
     cur = following;
   }
+  if (HEADS > 0 && took != nullptr) {  // the block's duration, once its last warp is done
+    __syncthreads();
+    if (threadIdx.x == 0) *took = static_cast<unsigned>(max(1ll, min(clock64() - started, 0xffffffffll)));
+  }
+}
+
+// Balanced ranges' words for the tensor's device, this stream and the call's shape, and the set this
+// call writes; null while the stream is captured into a graph (whose replays may run on other streams
+// too): equal shares there.
+struct Balance {
+  unsigned* words;
+  int set;
+};
+Balance balance_words_for(const at::Tensor& value, cudaStream_t stream, int64_t groups, int64_t lq, int per_warp,
+                          int blocks) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (!MSDA_FWD_BALANCE || capture != cudaStreamCaptureStatusNone) return {nullptr, 0};
+  struct Words {
+    at::Tensor words;
+    unsigned calls = 0;
+  };
+  using Key = std::tuple<int, cudaStream_t, int64_t, int64_t, int, int>;
+  static std::mutex mutex;
+  static auto* all = new std::map<Key, Words>();  // kept to the process's end (no CUDA frees at exit)
+  const std::lock_guard<std::mutex> lock(mutex);
+  Words& w = (*all)[Key{value.get_device(), stream, groups, lq, per_warp, blocks}];
+  if (!w.words.defined()) {
+    w.words = at::zeros({kBalanceSets * static_cast<int64_t>(balance_words(blocks))}, value.options().dtype(at::kInt));
+  }
+  const int set = static_cast<int>(w.calls++ % kBalanceSets);
+  return {reinterpret_cast<unsigned*>(w.words.data_ptr<int>()), set};
 }
 
 }  // namespace
@@ -373,10 +520,12 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
         constexpr int h = decltype(hd)::value;
         // region order: a block per SM, or per warp-sized piece where there are fewer
         const int64_t blocks = h > 0 ? std::min<int64_t>(sm_count(value), ((dims.groups << log2g) + 31) / 32) : grid;
+        const Balance balance = h > 0 ? balance_words_for(value, stream, dims.groups, geo.lq, 32 >> log2g, static_cast<int>(blocks))
+                                      : Balance{nullptr, 0};
         launch_after(forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value,
                                     decltype(lg)::value, decltype(o32)::value, h>,
                      blocks, h > 0 ? kRegionThreads : kThreads, 0, stream, MSDA_FWD_PDL >= 1 && dependent, val, shp,
-                     st, loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims, tiles, Region{FastDiv::of(chunks), chunks});
+                     st, loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims, tiles, Region{FastDiv::of(chunks), chunks, balance.words, balance.set});
       };
       if (heads > 0 && off32 && geo.m % per_chunk == 0) {
         run(std::true_type{}, Int<heads>{});
