@@ -117,9 +117,9 @@ def uneven_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     return torch.where(first, wide, near)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_forward_on_balanced_ranges_matches_graph_ranges(dtype, poisoned_memory):
-    """Region order with balanced ranges: each eager call sets its ranges' bounds from the bounds and
+    """Region order with balanced ranges (16-bit values): each eager call sets its ranges' bounds from the bounds and
     durations that the call two before recorded (per stream and shape); inside a CUDA graph the
     ranges are equal shares. Uneven inputs (the ranges that hold the first queries cost far more, so
     the bounds move), two shapes (one with a partial last piece and batch and chunk boundaries inside

@@ -94,26 +94,35 @@ struct Region {
 
 // Balanced ranges (MSDA_FWD_BALANCE, version 44): the ranges' costs differ with the locations (the
 // extractor's queries of the 32 x 32 grid, two value pixels apart, hit the L1 less than the others:
-// their SMs ran 7-8 % over the mean), so each call sets its ranges' bounds from the bounds and the
-// durations (SM cycles) that the call two before recorded: the bound between ranges k - 1 and k
-// moves halfway from its old place to where the old ranges' measured cost, taken as even within
-// each range, reaches k / blocks of the total. Each call writes one of three sets of words (bounds
-// at its start, durations at its end) and reads the set of the call two before: a call may start
-// (programmatic launch) while the one before still runs, never before the one before that is done.
-// A set without a full record (a first call) gives equal shares. Every group is still computed by
-// one lane in the same way, so the output does not depend on the ranges.
+// their SMs ran 7-8 % over the mean), so the ranges' bounds follow the durations (SM cycles) that
+// earlier calls of the stream and shape measured. Call j runs on the bounds B_j, records its
+// blocks' durations D_j, and once it has waited for call j - 1, sets B_j+2 from B_j-1 and D_j-1:
+// bound k moves halfway from its old place to where the old ranges' measured cost, taken as even
+// within each range, reaches k / blocks of the total. Each block sets its own first bound, in the
+// warp that has the fewest pieces, after them. Call j's words are set j % 4 (B_j, written by call
+// j - 2, and D_j): a call may start (programmatic launch) while the one before it runs, never
+// before the one before that is done. Bounds without a full record (the first calls) are equal
+// shares. Every group is computed by one lane in the same way whatever range holds it, so the
+// output does not depend on the bounds.
 #ifndef MSDA_FWD_BALANCE
 #define MSDA_FWD_BALANCE 1
 #endif
-constexpr int kBalanceSets = 3;
+template <typename T> constexpr bool kBalance = MSDA_FWD_BALANCE && sizeof(T) == 2;
+constexpr int kBalanceSets = 4;
 // Words of a set: bounds [blocks + 1] (in pieces), durations [blocks].
 __host__ __device__ constexpr unsigned balance_words(unsigned blocks) { return 2 * blocks + 1; }
+__device__ __forceinline__ unsigned equal_bound(unsigned pieces, unsigned k, unsigned blocks) {
+  return static_cast<unsigned>(static_cast<unsigned long long>(pieces) * k / blocks);
+}
 
-// The calling warp's bounds (in pieces) of range `block` from the old set (warp-uniform).
-__device__ void balanced_bounds(const unsigned* old, unsigned blocks, unsigned pieces, unsigned block, unsigned* lo,
-                                unsigned* hi) {
+// Bound k (0 < k < blocks; in pieces) of the call two ahead from the bounds and durations of the set
+// `old` (the calling warp; warp-uniform): old's bounds, or equal shares where it has none; old's
+// bound k where its durations are not all recorded.
+__device__ unsigned next_bound(const unsigned* old, unsigned blocks, unsigned pieces, unsigned k) {
   const unsigned lane = threadIdx.x & 31;
   const unsigned* took = old + blocks + 1;
+  const bool had = load_relaxed(old + blocks) == pieces;
+  const auto bound = [&](unsigned r) { return had ? load_relaxed(old + r) : equal_bound(pieces, r, blocks); };
   unsigned long long total = 0;
   bool full = true;
   for (unsigned r = lane; r < blocks; r += 32) {
@@ -121,51 +130,60 @@ __device__ void balanced_bounds(const unsigned* old, unsigned blocks, unsigned p
     total += d;
     full &= d > 0;
   }
-  full = __all_sync(0xffffffffu, full) && load_relaxed(old + blocks) == pieces;
+  const unsigned was = bound(k);
+  if (!__all_sync(0xffffffffu, full)) return was;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
-  const unsigned ks[2] = {block, block + 1};
-  unsigned out[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) out[i] = static_cast<unsigned>(static_cast<unsigned long long>(pieces) * ks[i] / blocks);
-  if (!full) {
-    *lo = out[0], *hi = out[1];
-    return;
-  }
-  // cumulative cost C at the old bounds; target k: total x k / blocks, found in the old range whose
+  // cumulative cost C at the old bounds: the target total x k / blocks lies in the old range r whose
   // [C_r, C_r+1) holds it
-  unsigned long long target[2], carry = 0;
-  unsigned est[2] = {pieces, pieces};
-#pragma unroll
-  for (int i = 0; i < 2; ++i) target[i] = total * ks[i] / blocks;
+  const unsigned long long target = total * k / blocks;
+  unsigned long long carry = 0;
+  unsigned est = was;
   for (unsigned base = 0; base < blocks; base += 32) {
     const unsigned r = base + lane;
     const unsigned d = r < blocks ? load_relaxed(took + r) : 0u;
-    const unsigned b0 = r < blocks ? load_relaxed(old + r) : pieces, b1 = r < blocks ? load_relaxed(old + r + 1) : pieces;
     unsigned long long c = d;  // inclusive scan over the warp
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const unsigned long long u = __shfl_up_sync(0xffffffffu, c, o);
       if (lane >= static_cast<unsigned>(o)) c += u;
     }
-    unsigned long long before = __shfl_up_sync(0xffffffffu, c, 1);
-    before = carry + (lane == 0 ? 0ull : before);
-    const unsigned long long after = carry + c;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const bool here = r < blocks && before <= target[i] && target[i] < after;
-      const unsigned mine = here ? b0 + static_cast<unsigned>((target[i] - before) * (b1 - b0) / d) : 0u;
-      const unsigned who = __ballot_sync(0xffffffffu, here);
-      if (who) est[i] = __shfl_sync(0xffffffffu, mine, __ffs(who) - 1);
+    const unsigned long long up = __shfl_up_sync(0xffffffffu, c, 1);
+    const unsigned long long before = carry + (lane == 0 ? 0ull : up), after = carry + c;
+    const bool here = r < blocks && before <= target && target < after;
+    const unsigned who = __ballot_sync(0xffffffffu, here);
+    if (who) {
+      unsigned mine = 0;
+      if (here) {
+        const unsigned b0 = bound(r), b1 = bound(r + 1);
+        mine = b0 + static_cast<unsigned>((target - before) * (b1 - b0) / d);
+      }
+      est = __shfl_sync(0xffffffffu, mine, __ffs(who) - 1);
+      break;
     }
     carry += __shfl_sync(0xffffffffu, c, 31);
   }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const unsigned was = ks[i] >= blocks ? pieces : load_relaxed(old + ks[i]);
-    out[i] = ks[i] == 0 ? 0u : ks[i] >= blocks ? pieces : static_cast<unsigned>((static_cast<unsigned long long>(was) + est[i] + 1) / 2);
+  return static_cast<unsigned>((static_cast<unsigned long long>(was) + est + 1) / 2);
+}
+
+// The end of a block's part in balanced ranges (block-wide): sets its first bound for the call two
+// ahead (warp `setter`; the previous call is done) and records its duration.
+__device__ void record_balance(const Region& region, unsigned pieces, int setter, long long started) {
+  const unsigned blocks = gridDim.x, b = blockIdx.x, words = balance_words(blocks);
+  if (static_cast<int>(threadIdx.x >> 5) == setter) {
+    const unsigned* old = region.balance + (region.set + 3) % kBalanceSets * words;
+    unsigned* ahead = region.balance + (region.set + 2) % kBalanceSets * words;
+    const unsigned k = b == 0 ? 0u : next_bound(old, blocks, pieces, b);
+    if ((threadIdx.x & 31) == 0) {
+      ahead[b] = k;
+      if (b + 1 == blocks) ahead[blocks] = pieces;
+    }
   }
-  *lo = out[0], *hi = out[1];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    region.balance[region.set * words + blocks + 1 + b] =
+        static_cast<unsigned>(max(1ll, min(clock64() - started, 0xffffffffll)));
+  }
 }
 
 // The range [first, end) of groups (in chunk order) of block `block` of `blocks`: equal shares of
@@ -251,33 +269,25 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
   constexpr int kLog2Heads = HEADS == 4 ? 2 : HEADS == 2 ? 1 : 0;
   const unsigned per_warp = 32u >> log2g;
   unsigned first = 0, end = 0;
-  unsigned* took = nullptr;  // balanced ranges: where this block's duration goes
+  const unsigned pieces = static_cast<unsigned>((dims.groups + per_warp - 1) / per_warp);
+  // balanced ranges for 16-bit values (fp32: no gain, 4 bytes of spills at 64 registers)
+  const bool balanced = kBalance<T> && region.balance != nullptr;
   if constexpr (HEADS > 0) {
-    if (region.balance != nullptr) {
-      __shared__ unsigned bounds[2];
-      const unsigned words = balance_words(gridDim.x);
-      unsigned* const mine = region.balance + region.set * words;
-      took = mine + gridDim.x + 1 + blockIdx.x;
-      if (threadIdx.x < 32) {
-        const unsigned pieces = static_cast<unsigned>((dims.groups + per_warp - 1) / per_warp);
-        unsigned lo, hi;
-        balanced_bounds(region.balance + (region.set + 1) % kBalanceSets * words, gridDim.x, pieces, blockIdx.x, &lo, &hi);
-        if (threadIdx.x == 0) {
-          bounds[0] = lo, bounds[1] = hi;
-          mine[blockIdx.x] = lo;
-          if (blockIdx.x + 1 == gridDim.x) mine[gridDim.x] = pieces;
-        }
-      }
-      __syncthreads();
-      first = bounds[0] * per_warp;
-      end = static_cast<unsigned>(min(dims.groups, static_cast<int64_t>(bounds[1]) * per_warp));
-      if (first >= end) {  // (uniform in the block) an empty range: the least duration
-        if (threadIdx.x == 0) *took = 1;
-        return;
-      }
+    if (balanced) {  // this call's bounds (in pieces), or equal shares
+      const unsigned* set = region.balance + region.set * balance_words(gridDim.x);
+      const bool had = load_relaxed(set + gridDim.x) == pieces;
+      first = (had ? load_relaxed(set + blockIdx.x) : equal_bound(pieces, blockIdx.x, gridDim.x)) * per_warp;
+      end = static_cast<unsigned>(min(dims.groups, static_cast<int64_t>(had ? load_relaxed(set + blockIdx.x + 1)
+                                                                           : equal_bound(pieces, blockIdx.x + 1, gridDim.x)) * per_warp));
     } else {
       region_range(dims.groups, per_warp, blockIdx.x, gridDim.x, &first, &end);
-      if (first >= end) return;  // (uniform in the block)
+    }
+    if (first >= end) {  // (uniform in the block)
+      if (balanced) {  // an empty range still sets its bound and records
+        wait_for_previous_kernel();
+        record_balance(region, pieces, 0, clock64());
+      }
+      return;
     }
   }
   const auto piece = [&](int64_t k) { return first + static_cast<unsigned>(k) * per_warp; };
@@ -327,7 +337,7 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
 #if MSDA_FWD_PDL == 2
   start_next_kernel();
 #endif
-  const long long started = HEADS > 0 && took != nullptr ? clock64() : 0;
+  const long long started = HEADS > 0 && balanced ? clock64() : 0;
   // the owner's samples j0 + kl, j0 + kl + G, ... of a chunk: locations and attention weights
   constexpr int kPerLane = LEVELS > 0 && LOG2G >= 0 ? fwd_per_lane(LOG2G, LEVELS * POINTS) : kBatch;
   Pair<A> xy[kPerLane];
@@ -447,9 +457,9 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
     tile = next;
     cur = following;
   }
-  if (HEADS > 0 && took != nullptr) {  // the block's duration, once its last warp is done
-    __syncthreads();
-    if (threadIdx.x == 0) *took = static_cast<unsigned>(max(1ll, min(clock64() - started, 0xffffffffll)));
+  if (HEADS > 0 && balanced) {  // the setter: the last warp with pieces (the fewest)
+    const unsigned own = (end - first + per_warp - 1) / per_warp;
+    record_balance(region, pieces, static_cast<int>(min(own, static_cast<unsigned>(kBlock >> 5)) - 1), started);
   }
 }
 
@@ -520,7 +530,7 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
         constexpr int h = decltype(hd)::value;
         // region order: a block per SM, or per warp-sized piece where there are fewer
         const int64_t blocks = h > 0 ? std::min<int64_t>(sm_count(value), ((dims.groups << log2g) + 31) / 32) : grid;
-        const Balance balance = h > 0 ? balance_words_for(value, stream, dims.groups, geo.lq, 32 >> log2g, static_cast<int>(blocks))
+        const Balance balance = h > 0 && kBalance<T> ? balance_words_for(value, stream, dims.groups, geo.lq, 32 >> log2g, static_cast<int>(blocks))
                                       : Balance{nullptr, 0};
         launch_after(forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value,
                                     decltype(lg)::value, decltype(o32)::value, h>,
