@@ -92,7 +92,7 @@ struct Region {
   int set;            // the set of words this call writes
 };
 
-// Balanced ranges (MSDA_FWD_BALANCE, version 44): the ranges' costs differ with the locations (the
+// Balanced ranges (MSDA_FWD_BALANCE, version 46): the ranges' costs differ with the locations (the
 // extractor's queries of the 32 x 32 grid, two value pixels apart, hit the L1 less than the others:
 // their SMs ran 7-8 % over the mean), so the ranges' bounds follow the durations (SM cycles) that
 // earlier calls of the stream and shape measured. Call j runs on the bounds B_j, records its
