@@ -161,6 +161,29 @@ def test_native_writes_every_output_element(native_cpu):
         assert rel_err(got, want) < 1e-5
 
 
+def test_forward_streams_only_without_a_gradient(native_cpu, monkeypatch):
+    """native_forward asks the operator to stream its inputs (no backward reads them again) exactly
+    when no gradient will be computed; the result is the same either way."""
+    case = CASES[3]
+    value, shapes, starts, loc, weights = make_inputs(case, seed=12, dtype=torch.float32)
+    operator = torch.ops.ms_deform_attn.forward
+    seen = []
+
+    def spy(*args):
+        seen.append(args[5])
+        return operator(*args)
+
+    monkeypatch.setattr(torch.ops.ms_deform_attn, "forward", spy)
+    outs = [extension.native_forward(value, shapes, starts, loc, weights)]
+    with torch.no_grad():
+        outs.append(extension.native_forward(value, shapes, starts, loc.requires_grad_(), weights))
+    outs.append(extension.native_forward(value, shapes, starts, loc, weights))
+    outs[-1].sum().backward()
+    assert seen == [True, True, False]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2].detach())
+    assert loc.grad is not None and torch.isfinite(loc.grad).all()
+
+
 def test_cpu_selection_and_forcing(native_cpu):
     case = CASES[1]
     value, shapes, starts, loc, weights = make_inputs(case, seed=8, dtype=torch.float32)
@@ -201,6 +224,7 @@ def test_torch_library_registration(native_cpu):
     value, shapes, starts, loc, weights = make_inputs(case, seed=11, dtype=torch.float32, requires_grad=True)
     loc = loc.detach().float().requires_grad_()
     torch.library.opcheck(torch.ops.ms_deform_attn.forward.default, (value, shapes, starts, loc, weights))
+    torch.library.opcheck(torch.ops.ms_deform_attn.forward.default, (value, shapes, starts, loc, weights, True))
 
     def step(v, lo, w):
         return msda.ms_deform_attn(v, shapes, starts, lo, w, backend="native").square().sum()

@@ -108,6 +108,27 @@ def test_forward_in_region_order(heads, dtype, poisoned_memory):
     assert_native_matches_oracle(Case(2, ((23, 29),), lq, heads, 32, 4), dtype, 53 + heads)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_streaming_forward_equals_training_forward(dtype, poisoned_memory):
+    """The operator's `streaming` forward (inference: region kernels whose location and weight loads
+    do not allocate in the L1) computes every element as the training forward does:
+    bit for bit equal on the region shapes (partial last piece, chunk and batch boundaries inside
+    ranges) and on a shape that takes the grid of small blocks (five heads), and within the
+    tolerance of the fp64 oracle; the public op streams under torch.no_grad with the same result."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for i, case in enumerate([Case(2, ((23, 29),), 40 * sms + 5, 6, 32, 4), Case(1, ((64, 64),), 64 * sms, 16, 32, 4),
+                              Case(2, ((23, 29),), 300, 5, 32, 4)]):
+        value, shapes, starts, loc, weights = make_inputs(case, seed=90 + i, dtype=dtype, device="cuda")
+        acc = (value, shapes, starts, loc.float(), weights.float())
+        training = torch.ops.ms_deform_attn.forward(*acc)
+        streamed = torch.ops.ms_deform_attn.forward(*acc, True)
+        assert torch.equal(streamed, training), f"case {i}"
+        assert rel_err(streamed, oracle(value, shapes, starts, loc, weights)) < TOLERANCE[dtype]
+        with torch.no_grad():
+            public = msda.ms_deform_attn(value, shapes, starts, loc, weights, backend="native")
+        assert torch.equal(public, training), f"case {i}, public op"
+
+
 def uneven_locations(case: Case, generator: torch.Generator) -> torch.Tensor:
     """The first sixth of the queries sample the whole map, the others within a pixel or two of its
     centre: the ranges that hold the first queries cost far more than the others."""
@@ -360,6 +381,7 @@ def test_torch_library_registration_and_compile():
     value, shapes, starts, loc, weights = make_inputs(case, seed=7, dtype=torch.float32, device="cuda",
                                                       requires_grad=True)
     torch.library.opcheck(torch.ops.ms_deform_attn.forward.default, (value, shapes, starts, loc, weights))
+    torch.library.opcheck(torch.ops.ms_deform_attn.forward.default, (value, shapes, starts, loc, weights, True))
 
     def step(v, lo, w):
         return msda.ms_deform_attn(v, shapes, starts, lo, w, backend="native").square().sum()

@@ -121,6 +121,15 @@ def make_step(backend: str, mode: str, inputs):
             with torch.no_grad():
                 return ms_deform_attn(value, spatial, starts, loc, weights, backend=backend)
         return step
+    if mode == "fwd+proj":  # inference with the model's output projection reading the op's output
+        width = value.shape[2] * value.shape[3]
+        proj = torch.randn(width, width, device=value.device).div(width ** 0.5).to(value.dtype)
+
+        def step():
+            with torch.no_grad():
+                return torch.nn.functional.linear(ms_deform_attn(value, spatial, starts, loc, weights,
+                                                                 backend=backend), proj)
+        return step
     leaves = [t.detach().requires_grad_() for t in (value, loc, weights)]
     grad_out = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3],
                            device=value.device).to(value.dtype)
@@ -166,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16"], choices=sorted(DTYPES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd", "fwd+bwd det"],
-                        choices=["fwd", "fwd+bwd", "fwd+bwd det"])
+                        choices=["fwd", "fwd+bwd", "fwd+bwd det", "fwd+proj"],
+                        help="fwd+proj: the forward and the output projection after it (no roofline)")
     parser.add_argument("--shapes", nargs="+", default=["injector", "extractor"])
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--reps", type=int, default=15)
@@ -196,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         if mode == "fwd+bwd det" and (backend != "native" or not cuda):
                             continue
                         config.set_deterministic(mode == "fwd+bwd det")
-                        plain = "fwd" if mode == "fwd" else "fwd+bwd"
+                        plain = mode if mode in ("fwd", "fwd+proj") else "fwd+bwd"
                         steps = [make_step(backend, plain, s) for s in sets]
                         if cuda:
                             hot = time_cuda(steps[:1], args.reps, args.inner)
@@ -207,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                         del steps
                         if backend == "reference":
                             ref_ms = hot
-                        roof = min_bytes(shape, batch, dtype, plain) / bandwidth * 1e3 if cuda else None
+                        with_roof = cuda and plain != "fwd+proj"
+                        roof = min_bytes(shape, batch, dtype, plain) / bandwidth * 1e3 if with_roof else None
                         classic = CLASSIC_MS.get((shape.name, plain)) if cuda and batch == 1 else None
                         rows.append([shape.name, str(batch), dtype_name, mode, backend, f"{hot:.4f}",
                                      f"{rotated:.4f}" if rotated else "",

@@ -3,7 +3,9 @@
 Operators (schemas defined here, kernels registered by the compiled libraries for CPU and CUDA):
 
 * ``ms_deform_attn::forward(value, spatial_shapes, level_start_index, sampling_locations,
-  attention_weights) -> Tensor`` (N, Lq, M * D);
+  attention_weights, streaming=False) -> Tensor`` (N, Lq, M * D). ``streaming``: no backward will
+  read the locations and weights (inference), so the CUDA kernel may stream them past the caches and
+  write its output as a stream; the values computed are the same;
 * ``ms_deform_attn::backward(grad_output, value, spatial_shapes, level_start_index,
   sampling_locations, attention_weights, deterministic, saved_inputs=False) -> (grad_value,
   grad_locations, grad_weights)``. ``saved_inputs``: value, locations and shapes were written before
@@ -51,13 +53,14 @@ def _register_operators() -> None:
         return
     _LIBRARY = torch.library.Library(NAMESPACE, "DEF")
     _LIBRARY.define("forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-                    "Tensor sampling_locations, Tensor attention_weights) -> Tensor")
+                    "Tensor sampling_locations, Tensor attention_weights, bool streaming=False) -> Tensor")
     _LIBRARY.define("backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
                     "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights, "
                     "bool deterministic, bool saved_inputs=False) -> (Tensor, Tensor, Tensor)")
 
     @torch.library.register_fake(f"{NAMESPACE}::forward", lib=_LIBRARY)
-    def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                      streaming=False):
         n, _, m, d = value.shape
         return value.new_empty((n, sampling_locations.shape[1], m * d))
 
@@ -68,7 +71,7 @@ def _register_operators() -> None:
                 torch.empty_like(attention_weights))
 
     def _setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(*inputs[:5])
         ctx.deterministic = deterministic_enabled()
 
     def _backward(ctx, grad_output):
@@ -76,7 +79,7 @@ def _register_operators() -> None:
         grad_value, grad_locations, grad_weights = torch.ops.ms_deform_attn.backward(
             grad_output.contiguous(), value, spatial_shapes, level_start_index, locations, weights,
             ctx.deterministic, True)
-        return grad_value, None, None, grad_locations, grad_weights
+        return grad_value, None, None, grad_locations, grad_weights, None
 
     torch.library.register_autograd(f"{NAMESPACE}::forward", _backward, setup_context=_setup_context,
                                     lib=_LIBRARY)
@@ -155,12 +158,19 @@ def native_supports(value: torch.Tensor, num_levels: int) -> bool:
 
 def native_forward(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
-    """Call the compiled operator (differentiable; kernels must be loaded for value's device)."""
+    """Call the compiled operator (differentiable; kernels must be loaded for value's device).
+
+    Without a gradient to compute (``torch.no_grad``, or no input requiring one) the operator
+    streams its inputs: no backward will read them again.
+    """
     dtype = compute_dtype(value.dtype)
     device = value.device
+    training = torch.is_grad_enabled() and (
+        value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad)
     return torch.ops.ms_deform_attn.forward(
         value.contiguous(),
         spatial_shapes.to(device=device, dtype=torch.int64).contiguous(),
         level_start_index.to(device=device, dtype=torch.int64).contiguous(),
         sampling_locations.to(dtype).contiguous(),
-        attention_weights.to(dtype).contiguous())
+        attention_weights.to(dtype).contiguous(),
+        not training)

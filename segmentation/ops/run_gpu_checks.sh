@@ -23,7 +23,7 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 build="$repo/segmentation/ops/build.py"
 variants=("-DMSDA_FWD_PDL=1" "-DMSDA_FWD_PDL=0" "-DMSDA_FWD_REGION_HEADS=0 -DMSDA_FWD_REGION_HEADS_FP32=0"
           "-DMSDA_FWD_REGION_HEADS=0 -DMSDA_FWD_REGION_HEADS_FP32=0 -DMSDA_FWD_MEMORY_ORDER=0"
-          "-DMSDA_FWD_FILL_BY_ENTRY=0" "-DMSDA_FWD_TILE_LOOP=0" "-DMSDA_FWD_BALANCE=0")
+          "-DMSDA_FWD_FILL_BY_ENTRY=0" "-DMSDA_FWD_TILE_LOOP=0" "-DMSDA_FWD_BALANCE=0" "-DMSDA_FWD_STREAMING=0")
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 
@@ -49,7 +49,7 @@ wait  # the CPU, variant and all-architecture builds
 tail -2 "$tmp/build_cpu.log" >> "$out/env.txt"
 { echo "== build for 7.5;8.0;8.6;8.9;9.0+PTX (make.sh's default)"; tail -2 "$tmp/all_archs.log"; } >> "$out/env.txt"
 timeout 200 "${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 9 python -m pytest -q -p no:cacheprovider \
-  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or L3P4D32 or L1P4D32 or misaligned or batch_limit or wide_maps or crowded or balanced" \
+  tests/test_ops_cuda.py -k "L2P3D12 or L1P5D24 or L3P4D32 or L1P4D32 or misaligned or batch_limit or wide_maps or crowded or balanced or streaming" \
   > "$out/sanitizer.txt" 2>&1
 echo "exit code $?" >> "$out/sanitizer.txt"
 python -m ms_deform_attn.benchmark --out "$out/benchmark.md" > "$tmp/benchmark_log.txt" 2>&1
@@ -62,7 +62,7 @@ python -m ms_deform_attn.benchmark --device cpu --scale 2 --dtypes fp32 --batche
   for level in 0 1 2 -1; do python -m ms_deform_attn.profile_kernels --shape injector --only-level $level; echo; done
 } 2>/dev/null > "$out/profile.txt"
 
-subset=(--backends native --dtypes bf16 fp32 --batches 1 2 --modes fwd fwd+bwd)
+subset=(--backends native --dtypes bf16 fp32 --batches 1 2 --modes fwd fwd+bwd fwd+proj)
 { for i in "${!variants[@]}"; do
     echo "## variant ${variants[$i]}"
     tail -1 "$tmp/variant$i.log"

@@ -114,7 +114,8 @@ void dispatch_value_type(at::ScalarType type, F&& f) {
 }
 
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                       const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn) {
+                       const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn,
+                       bool /*streaming*/) {
   const Geometry g = check_args(value, spatial_shapes, level_start_index, loc, attn);
   const Levels lv = read_levels(spatial_shapes, level_start_index);
   at::Tensor out = at::empty({g.n, g.lq, g.m * g.d}, value.options());

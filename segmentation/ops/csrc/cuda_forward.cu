@@ -51,9 +51,28 @@ __host__ __device__ constexpr int fwd_per_lane(int log2g, int samples) {
 
 // The (x, y) location of sample j: one 8-byte load (16 for fp64; the locations are aligned to a pair).
 template <typename A> using Pair = std::conditional_t<std::is_same_v<A, double>, double2, float2>;
-template <typename A>
+// NA: a load that does not allocate in the L1 (fp32 locations and weights; streaming, below).
+template <bool NA, typename A>
 __device__ __forceinline__ Pair<A> load_location(const A* p, int j) {
-  return __ldg(reinterpret_cast<const Pair<A>*>(p) + j);
+  const Pair<A>* at = reinterpret_cast<const Pair<A>*>(p) + j;
+  if constexpr (NA && std::is_same_v<A, float>) {
+    float2 v;
+    asm("ld.global.nc.L1::no_allocate.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"(at));
+    return v;
+  } else {
+    return __ldg(at);
+  }
+}
+// The attention weight at p.
+template <bool NA, typename A>
+__device__ __forceinline__ A load_weight(const A* p) {
+  if constexpr (NA && std::is_same_v<A, float>) {
+    float v;
+    asm("ld.global.nc.L1::no_allocate.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+  } else {
+    return __ldg(p);
+  }
 }
 
 // Slots of a block's table: compile-time shapes exactly their chunk per group, the run-time variant
@@ -80,6 +99,19 @@ __host__ __device__ constexpr int fwd_slots(int levels, int points, int log2g, i
 #define MSDA_FWD_REGION_THREADS 1024
 #endif
 constexpr int kRegionThreads = MSDA_FWD_REGION_THREADS;
+// Streaming (the operator's `streaming`: no backward reads the locations and weights, as in
+// inference): the region kernels load them without allocating in the L1, which keeps more of the
+// value rows that the gathers reuse, and, measured though not documented, lets the L2 evict them
+// first (with an explicit evict-normal policy the gain is gone; an evict-first policy alone gives the
+// part with inputs out of L2). Extractor bf16 forward -2 % hot, -5 % with its inputs out of L2 (0.0293
+// / 0.0301 against 0.0300 / 0.0316 ms, session 28 runs C-F). Not in training: the backward reads the
+// locations and weights again and found them evicted (fwd+bwd +2 %). Output stores as a stream
+// (`st.global.cs`) took the rotated forward to 0.0297 ms but cost the output projection that reads
+// the output more (forward and projection +2 %, run F). MSDA_FWD_STREAMING=0: the training kernels
+// for every call.
+#ifndef MSDA_FWD_STREAMING
+#define MSDA_FWD_STREAMING 1
+#endif
 __device__ __forceinline__ unsigned load_relaxed(const unsigned* p) {
   unsigned v;
   asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -212,13 +244,13 @@ __host__ __device__ constexpr bool fwd_tile_loop(int levels) {
 // gather's address is one 32 + 64-bit add. The locations are aligned to (x, y) pairs
 // (launch_forward).
 //
-// HEADS > 0: region order (above; a warp's piece is its tile). Otherwise a block takes the tile
-// (kThreads >> log2g groups; tiles: their count) blockIdx.x, or where fwd_tile_loop holds, the tiles
-// blockIdx.x, blockIdx.x + gridDim.x, ... of a grid of one resident wave (launch_forward). In both
-// loops a lane issues the next tile's location and weight loads as soon as it has filled the current
-// tile's slots, so that they are in flight during the current tile's gathers, and the block's set-up
-// is paid once for several tiles.
-template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32, int HEADS>
+// HEADS > 0: region order (above; a warp's piece is its tile; STREAM: streaming, above). Otherwise
+// a block takes the tile (kThreads >> log2g groups; tiles: their count) blockIdx.x, or where
+// fwd_tile_loop holds, the tiles blockIdx.x, blockIdx.x + gridDim.x, ... of a grid of one resident
+// wave (launch_forward). In both loops a lane issues the next tile's location and weight loads as
+// soon as it has filled the current tile's slots, so that they are in flight during the current
+// tile's gathers, and the block's set-up is paid once for several tiles.
+template <typename T, bool ALIGNED, int LEVELS, int POINTS, int LOG2G, bool OFF32, int HEADS, bool STREAM>
 __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS > 0 ? 1 : forward_min_blocks(LEVELS))
     forward_kernel(const T* __restrict__ value, const int64_t* __restrict__ shapes, const int64_t* __restrict__ starts,
                    const acc_t<T>* __restrict__ loc, const acc_t<T>* __restrict__ attn, T* __restrict__ out,
@@ -348,8 +380,8 @@ __global__ void __launch_bounds__(HEADS > 0 ? kRegionThreads : kThreads, HEADS >
       const int i = kl + u * G;
       if (i < chunk) {
         const int j = min(j0 + i, samples - 1);
-        xy[u] = load_location(lg, j);
-        aw[u] = j0 + i < samples ? __ldg(ag + j) : A(0);
+        xy[u] = load_location<STREAM>(lg, j);
+        aw[u] = j0 + i < samples ? load_weight<STREAM>(ag + j) : A(0);
       }
     }
   };
@@ -494,7 +526,8 @@ Balance balance_words_for(const at::Tensor& value, cudaStream_t stream, int64_t 
 }  // namespace
 
 void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                    const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& out, const Geometry& geo) {
+                    const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& out, const Geometry& geo,
+                    bool streaming) {
   dispatch_value_type(value.scalar_type(), [&](auto tag) {
     using S = decltype(tag);
     using T = typename CudaType<S>::type;
@@ -526,23 +559,28 @@ void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, c
           ? (std::is_same_v<T, float> ? MSDA_FWD_REGION_HEADS_FP32 : MSDA_FWD_REGION_HEADS) : 0;
       constexpr int per_chunk = heads > 0 ? heads : 1;
       const int chunks = static_cast<int>(geo.m) / per_chunk;
-      const auto run = [&](auto o32, auto hd) {
+      const auto run = [&](auto o32, auto hd, auto sm) {
         constexpr int h = decltype(hd)::value;
         // region order: a block per SM, or per warp-sized piece where there are fewer
         const int64_t blocks = h > 0 ? std::min<int64_t>(sm_count(value), ((dims.groups << log2g) + 31) / 32) : grid;
         const Balance balance = h > 0 && kBalance<T> ? balance_words_for(value, stream, dims.groups, geo.lq, 32 >> log2g, static_cast<int>(blocks))
                                       : Balance{nullptr, 0};
         launch_after(forward_kernel<T, decltype(al)::value, decltype(lv)::value, decltype(pt)::value,
-                                    decltype(lg)::value, decltype(o32)::value, h>,
+                                    decltype(lg)::value, decltype(o32)::value, h, decltype(sm)::value>,
                      blocks, h > 0 ? kRegionThreads : kThreads, 0, stream, MSDA_FWD_PDL >= 1 && dependent, val, shp,
                      st, loc_pairs.data_ptr<A>(), attn.data_ptr<A>(), o, dims, tiles, Region{FastDiv::of(chunks), chunks, balance.words, balance.set});
       };
-      if (heads > 0 && off32 && geo.m % per_chunk == 0) {
-        run(std::true_type{}, Int<heads>{});
-      } else if (off32) {
-        run(std::true_type{}, Int<0>{});
+      if constexpr (heads > 0) {
+        if (off32 && geo.m % per_chunk == 0) {
+          if (streaming && MSDA_FWD_STREAMING) run(std::true_type{}, Int<heads>{}, std::true_type{});
+          else run(std::true_type{}, Int<heads>{}, std::false_type{});
+          return;
+        }
+      }
+      if (off32) {
+        run(std::true_type{}, Int<0>{}, std::false_type{});
       } else {
-        run(std::false_type{}, Int<0>{});
+        run(std::false_type{}, Int<0>{}, std::false_type{});
       }
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -8,9 +8,11 @@
 
 namespace msda {
 
-// out (N, Lq, M * D), allocated, uninitialised: every element is written.
+// out (N, Lq, M * D), allocated, uninitialised: every element is written. streaming: no backward
+// will read loc and attn (cuda_forward.cu).
 void launch_forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                    const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& out, const Geometry& geo);
+                    const at::Tensor& loc, const at::Tensor& attn, const at::Tensor& out, const Geometry& geo,
+                    bool streaming);
 
 // The backward variants: each returns grad_value and fills grad_loc and grad_attn (uninitialised on
 // entry; every element is written).

@@ -16,12 +16,13 @@ namespace msda {
 namespace {
 
 at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                        const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn) {
+                        const at::Tensor& level_start_index, const at::Tensor& loc, const at::Tensor& attn,
+                        bool streaming) {
   const Geometry geo = check_args(value, spatial_shapes, level_start_index, loc, attn);
   const c10::cuda::CUDAGuard guard(value.device());
   if (geo.s == 0) return at::zeros({geo.n, geo.lq, geo.m * geo.d}, value.options());
   at::Tensor out = at::empty({geo.n, geo.lq, geo.m * geo.d}, value.options());
-  if (out.numel() > 0) launch_forward(value, spatial_shapes, level_start_index, loc, attn, out, geo);
+  if (out.numel() > 0) launch_forward(value, spatial_shapes, level_start_index, loc, attn, out, geo, streaming);
   return out;
 }
 
