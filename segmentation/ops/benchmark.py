@@ -5,6 +5,9 @@ levels (128x128, 64x64, 32x32); extractor = 21504 queries over 1 level (64x64); 
 channels, 4 points. ``--scale k`` divides every side by k (queries by k^2) for slow devices.
 Locations: each query's pixel centre plus normal offsets of ``--spread`` pixels (default 3, like the
 trained model's); ``--spread 0`` and ``--crowd 1`` give the most reuse of value rows a cache can see.
+Modes: "fwd" runs under ``torch.no_grad`` (inference: the op's streaming forward), "fwd+bwd" the
+training step's forward and backward, "fwd+proj" the no-grad forward and the model's output
+projection after it (a (M*D)^2 linear that reads the op's output; no roofline).
 
 CUDA timing: per repetition, a device sleep (~1 ms per call) lets the host queue ``--inner`` calls,
 which CUDA events then time back to back (device time only: host overhead hidden); the median over
