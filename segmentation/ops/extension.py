@@ -4,8 +4,8 @@ Operators (schemas defined here, kernels registered by the compiled libraries fo
 
 * ``ms_deform_attn::forward(value, spatial_shapes, level_start_index, sampling_locations,
   attention_weights, streaming=False) -> Tensor`` (N, Lq, M * D). ``streaming``: no backward will
-  read the locations and weights (inference), so the CUDA kernel may stream them past the caches and
-  write its output as a stream; the values computed are the same;
+  read the locations and weights (inference), so the CUDA kernels may load them past the caches;
+  the values computed are the same;
 * ``ms_deform_attn::backward(grad_output, value, spatial_shapes, level_start_index,
   sampling_locations, attention_weights, deterministic, saved_inputs=False) -> (grad_value,
   grad_locations, grad_weights)``. ``saved_inputs``: value, locations and shapes were written before
